@@ -1,0 +1,65 @@
+"""datafusion-otel: every Apache DataFusion run observable with OpenTelemetry.
+
+Quickstart:
+    >>> from datafusion import SessionContext
+    >>> from datafusion_otel import DiagnosticsCollector, tracked_run
+    >>> sink = DiagnosticsCollector()
+    >>> with tracked_run(label="example", sink=sink) as run:
+    ...     table = SessionContext().sql("SELECT 1 AS x").to_arrow_table()
+    >>> sink.events_snapshot()["datafusion_runs_v1"][0]["status"]
+    'completed'
+"""
+
+from __future__ import annotations
+
+from datafusion_otel._delivery import DeliveryStats
+from datafusion_otel.config import Telemetry, configure, force_flush
+from datafusion_otel.diagnostics import DiagnosticsCollector, DiagnosticsSink
+from datafusion_otel.processor import DiagnosticsSpanProcessor
+from datafusion_otel.runs import (
+    DataFusionRun,
+    DataFusionRunWarning,
+    current_run,
+    finish_run,
+    start_run,
+    tracked_run,
+)
+from datafusion_otel.schema_registry import (
+    DATAFUSION_CACHE_STATE_V1,
+    DATAFUSION_OPERATOR_METRICS_V1,
+    DATAFUSION_PLAN_ARTIFACTS_V1,
+    DATAFUSION_RUNS_V1,
+    datafusion_cache_state_table,
+    datafusion_operator_metrics_table,
+    datafusion_plan_artifacts_table,
+    datafusion_runs_table,
+    schema_for,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATAFUSION_CACHE_STATE_V1",
+    "DATAFUSION_OPERATOR_METRICS_V1",
+    "DATAFUSION_PLAN_ARTIFACTS_V1",
+    "DATAFUSION_RUNS_V1",
+    "DataFusionRun",
+    "DataFusionRunWarning",
+    "DeliveryStats",
+    "DiagnosticsCollector",
+    "DiagnosticsSink",
+    "DiagnosticsSpanProcessor",
+    "Telemetry",
+    "__version__",
+    "configure",
+    "current_run",
+    "datafusion_cache_state_table",
+    "datafusion_operator_metrics_table",
+    "datafusion_plan_artifacts_table",
+    "datafusion_runs_table",
+    "finish_run",
+    "force_flush",
+    "schema_for",
+    "start_run",
+    "tracked_run",
+]

@@ -1,0 +1,197 @@
+"""Delivery of rows and artifacts to sinks, never blocking or failing the caller.
+
+Sinks that declare ``nonblocking = True`` are called on the caller's thread; every other sink
+is called from one background worker through a bounded queue. A full queue drops the record
+and counts it; a sink that raises is logged once per (sink, record name) and counted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from datafusion_otel.diagnostics import DiagnosticsSink
+
+__all__ = ["DeliveryStats", "SinkDispatcher", "dispatcher"]
+
+_LOG = logging.getLogger("datafusion_otel.delivery")
+_SLOW_INLINE_SECONDS = 0.05
+_EXIT_FLUSH_SECONDS = 5.0
+
+_Task = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """Counters of sink deliveries since the process started.
+
+    Attributes:
+        delivered: Records a sink accepted.
+        failed: Records whose sink raised.
+        dropped: Records dropped because the worker queue was full or shut down.
+        pending: Records waiting in the worker queue.
+    """
+
+    delivered: int
+    failed: int
+    dropped: int
+    pending: int
+
+
+class SinkDispatcher:
+    """Calls sinks inline when they are non-blocking, otherwise on a worker thread."""
+
+    def __init__(self, *, max_queue: int = 100_000) -> None:
+        self._max_queue = max_queue
+        self._queue: deque[tuple[DiagnosticsSink, str, _Task]] = deque()
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._busy = 0
+        self._closed = False
+        self._delivered = 0
+        self._failed = 0
+        self._dropped = 0
+        self._lost_mark = 0
+        self._logged: set[tuple[int, str]] = set()
+        self._demoted: set[int] = set()
+
+    # -- public ------------------------------------------------------------------------------
+    def record_events(
+        self, sink: DiagnosticsSink, name: str, rows: Sequence[Mapping[str, object]]
+    ) -> None:
+        """Deliver ``rows`` of table ``name`` to ``sink``; never raises."""
+        rows = list(rows)
+        self._submit(sink, name, lambda: sink.record_events(name, rows))
+
+    def record_artifact(
+        self, sink: DiagnosticsSink, name: str, payload: Mapping[str, object]
+    ) -> None:
+        """Deliver the artifact ``payload`` named ``name`` to ``sink``; never raises."""
+        self._submit(sink, name, lambda: sink.record_artifact(name, payload))
+
+    def stats(self) -> DeliveryStats:
+        """Return the delivery counters."""
+        with self._cond:
+            return DeliveryStats(
+                delivered=self._delivered,
+                failed=self._failed,
+                dropped=self._dropped,
+                pending=len(self._queue) + self._busy,
+            )
+
+    def force_flush(self, timeout: float = 30.0) -> bool:
+        """Wait until queued records are delivered.
+
+        Args:
+            timeout: Seconds to wait at most.
+
+        Returns:
+            False if records are still pending after ``timeout`` or if any record failed or
+            was dropped since the previous flush; True otherwise.
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            lost = self._failed + self._dropped
+            clean = lost == self._lost_mark
+            self._lost_mark = lost
+            return clean
+
+    def shutdown(self, timeout: float = _EXIT_FLUSH_SECONDS) -> bool:
+        """Flush within ``timeout`` seconds, then stop accepting work for the worker."""
+        flushed = self.force_flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._dropped += len(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        return flushed
+
+    # -- internals ---------------------------------------------------------------------------
+    def _submit(self, sink: DiagnosticsSink, name: str, task: _Task) -> None:
+        if getattr(sink, "nonblocking", False) and id(sink) not in self._demoted:
+            started = time.monotonic()
+            self._run(sink, name, task)
+            if time.monotonic() - started > _SLOW_INLINE_SECONDS:
+                self._demoted.add(id(sink))
+                _LOG.warning(
+                    "sink %r took over %.0f ms for %s; delivering to it in the background",
+                    sink,
+                    _SLOW_INLINE_SECONDS * 1000,
+                    name,
+                )
+            return
+        with self._cond:
+            if self._closed or len(self._queue) >= self._max_queue:
+                self._dropped += 1
+                self._log_once(sink, name, "dropped: delivery queue full or shut down")
+                return
+            self._queue.append((sink, name, task))
+            self._ensure_worker()
+            self._cond.notify_all()
+
+    def _run(self, sink: DiagnosticsSink, name: str, task: _Task) -> None:
+        try:
+            task()
+        except Exception:  # a sink's failure must never reach the observed program
+            with self._cond:
+                self._failed += 1
+            self._log_once(sink, name, "raised", exc_info=True)
+        else:
+            with self._cond:
+                self._delivered += 1
+
+    def _log_once(self, sink: object, name: str, what: str, *, exc_info: bool = False) -> None:
+        key = (id(sink), name)
+        if key in self._logged:
+            return
+        self._logged.add(key)
+        _LOG.error(
+            "diagnostics sink %s %s for %s (further errors of this sink and table are counted, "
+            "not logged)",
+            type(sink).__name__,
+            what,
+            name,
+            exc_info=exc_info,
+        )
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(
+                target=self._work, name="datafusion-otel-sinks", daemon=True
+            )
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                sink, name, task = self._queue.popleft()
+                self._busy += 1
+            try:
+                self._run(sink, name, task)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+
+dispatcher = SinkDispatcher()
+"""The process-wide dispatcher used by runs and span processors."""
+
+
+@atexit.register
+def _flush_at_exit() -> None:  # pragma: no cover - exercised in subprocess tests
+    dispatcher.force_flush(_EXIT_FLUSH_SECONDS)

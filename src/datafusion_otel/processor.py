@@ -1,0 +1,108 @@
+"""`DiagnosticsSpanProcessor`: the adapter from finished spans to diagnostics rows.
+
+When a run's root span ends, the processor records one DATAFUSION_RUNS_V1 row; every
+diagnostics payload event (``datafusion.plan_artifacts`` and friends) on any span of the run
+becomes rows of its table. Conversion is a few microseconds of pure Python on the span's
+thread; delivery goes through the package's dispatcher, which calls slow sinks on a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import format_trace_id
+
+from datafusion_otel import _routing
+from datafusion_otel import attributes as attr
+from datafusion_otel._delivery import DeliveryStats, dispatcher
+from datafusion_otel._span_rows import event_rows, is_run_root, run_row
+from datafusion_otel.diagnostics import DiagnosticsSink
+
+__all__ = ["DiagnosticsSpanProcessor"]
+
+_LOG = logging.getLogger("datafusion_otel.processor")
+
+
+class DiagnosticsSpanProcessor(SpanProcessor):
+    """SDK span processor that records diagnostics rows of finished spans into a sink.
+
+    Args:
+        sink: Receives every diagnostics row of every run this processor sees. May be None
+            when the processor only delivers to the sinks passed to `start_run`.
+
+    Example:
+        >>> from opentelemetry.sdk.trace import TracerProvider
+        >>> from datafusion_otel import DiagnosticsCollector
+        >>> provider = TracerProvider()
+        >>> provider.add_span_processor(DiagnosticsSpanProcessor(DiagnosticsCollector()))
+    """
+
+    def __init__(self, sink: DiagnosticsSink | None = None) -> None:
+        self._sink = sink
+        self._errors = 0
+        self._logged_error = False
+
+    @property
+    def sink(self) -> DiagnosticsSink | None:
+        """The sink that receives every row this processor produces."""
+        return self._sink
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Do nothing: rows are made when spans end."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Turn ``span`` into diagnostics rows and hand them to the sinks; never raises."""
+        try:
+            self._process(span)
+        except Exception:  # instrumentation must never break the observed program
+            self._errors += 1
+            if not self._logged_error:
+                self._logged_error = True
+                _LOG.exception("could not turn span %r into diagnostics rows", span.name)
+
+    def _process(self, span: ReadableSpan) -> None:
+        tables = event_rows(span)
+        root = is_run_root(span)
+        if not tables and not root:
+            return
+        run_id = format_trace_id(span.context.trace_id)
+        if root:
+            run_id = str((span.attributes or {}).get(attr.RUN_ID, run_id))
+            tables.append((attr.RUNS_TABLE, [run_row(span)]))
+        route = _routing.lookup(run_id)
+        targets: list[DiagnosticsSink] = []
+        if self._sink is not None and (route is None or route.sink is not self._sink):
+            targets.append(self._sink)
+        if route is not None and route.owner is self:
+            targets.append(route.sink)
+        for table, rows in tables:
+            for sink in targets:
+                dispatcher.record_events(sink, table, rows)
+        if root and route is not None and route.owner is self:
+            _routing.release(run_id)
+
+    def delivery_stats(self) -> DeliveryStats:
+        """Return the package's sink delivery counters."""
+        return dispatcher.stats()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait up to ``timeout_millis`` for queued rows to reach their sinks.
+
+        Returns:
+            False if rows are still pending, or were dropped or failed since the last flush.
+        """
+        started = time.monotonic()
+        flushed = dispatcher.force_flush(timeout_millis / 1000)
+        _LOG.debug("flushed sinks in %.1f ms", (time.monotonic() - started) * 1000)
+        return flushed and self._errors == 0
+
+    def shutdown(self, timeout_millis: int = 5_000) -> bool:  # type: ignore[override]
+        """Flush queued rows, waiting at most ``timeout_millis``.
+
+        Returns:
+            False if rows were not all delivered.
+        """
+        return self.force_flush(timeout_millis)

@@ -1,0 +1,309 @@
+"""The run envelope: a unit of work recorded as an OpenTelemetry root span.
+
+A run's id is its root span's trace id in 32 lowercase hex characters, so a run can be
+opened by its id in any trace UI, and ``uuid.UUID(hex=run.run_id)`` still parses it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Status, StatusCode, format_trace_id
+
+from datafusion_otel import _routing
+from datafusion_otel import attributes as attr
+from datafusion_otel._coerce import json_dumps
+from datafusion_otel._delivery import dispatcher
+from datafusion_otel.config import processor_for, resolve_provider
+from datafusion_otel.diagnostics import DiagnosticsSink
+
+__all__ = [
+    "DataFusionRun",
+    "DataFusionRunWarning",
+    "RunStatus",
+    "current_run",
+    "finish_run",
+    "start_run",
+    "tracked_run",
+]
+
+_LOG = logging.getLogger("datafusion_otel.runs")
+_NS_PER_MS = 1_000_000
+_STATUSES = ("running", "completed", "failed")
+_FINAL_STATUSES = ("completed", "failed")
+
+RunStatus = Literal["running", "completed", "failed"]
+_active_runs: contextvars.ContextVar[tuple[DataFusionRun, ...]] = contextvars.ContextVar(
+    "datafusion_otel_active_runs", default=()
+)
+
+
+class DataFusionRunWarning(UserWarning):
+    """Warns about a misuse of the run API that was ignored (for example a second finish)."""
+
+
+@dataclass
+class DataFusionRun:
+    """One run: a unit of work with a correlation id, timestamps, status and metadata.
+
+    Attributes:
+        run_id: 32 lowercase hex characters, the trace id of the run's root span.
+        label: Human-readable label, for example ``"incremental_rebuild"``.
+        start_time_unix_ms: Start time, Unix milliseconds.
+        end_time_unix_ms: End time, Unix milliseconds; None while running.
+        status: ``"running"``, ``"completed"`` or ``"failed"``.
+        metadata: Free-form metadata; must be JSON serializable.
+    """
+
+    run_id: str
+    label: str
+    start_time_unix_ms: int
+    end_time_unix_ms: int | None = None
+    status: RunStatus = "running"
+    metadata: dict[str, object] = field(default_factory=dict)
+    _span: trace.Span | None = field(default=None, repr=False, compare=False)
+    _sink: DiagnosticsSink | None = field(default=None, repr=False, compare=False)
+    _tokens: tuple[contextvars.Token[tuple[DataFusionRun, ...]], object] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @property
+    def span(self) -> trace.Span | None:
+        """The run's root span (None for a run built by hand)."""
+        return self._span
+
+    @property
+    def duration_ms(self) -> int | None:
+        """Milliseconds from start to end; None while running."""
+        if self.end_time_unix_ms is None:
+            return None
+        return self.end_time_unix_ms - self.start_time_unix_ms
+
+    def payload(self) -> dict[str, object]:
+        """Return the run as a DATAFUSION_RUNS_V1 row (``metadata`` as a JSON string)."""
+        return {
+            "run_id": self.run_id,
+            "label": self.label,
+            "start_time_unix_ms": self.start_time_unix_ms,
+            "end_time_unix_ms": self.end_time_unix_ms,
+            "status": self.status,
+            "duration_ms": self.duration_ms,
+            "metadata": json_dumps(self.metadata),
+        }
+
+
+def current_run() -> DataFusionRun | None:
+    """Return the innermost active run of the current context, if any.
+
+    A run is active from `start_run` to `finish_run` in the context that started it, and in
+    the body of `tracked_run`. Asyncio tasks inherit it; threads see it when the caller
+    runs them in a copied context (``contextvars.copy_context().run``).
+    """
+    runs = _active_runs.get()
+    return runs[-1] if runs else None
+
+
+def start_run(
+    *,
+    label: str,
+    sink: DiagnosticsSink | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> DataFusionRun:
+    """Start a run: a new root span, and the run made current in this context.
+
+    The span is never a child of the active span; when a span is active, the run's span
+    links to it.
+
+    Args:
+        label: Human-readable label of the run.
+        sink: Receives ``datafusion_run_started_v1`` now, ``datafusion_run_finished_v1`` at
+            the end, and every diagnostics row of this run, each exactly once.
+        metadata: JSON-serializable metadata.
+
+    Returns:
+        The running `DataFusionRun`.
+
+    Raises:
+        TypeError: If ``label`` is not a string or ``metadata`` is not a mapping.
+        ValueError: If ``label`` is empty or ``metadata`` is not JSON serializable.
+    """
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str, got {type(label).__name__}")
+    if not label:
+        raise ValueError("label must not be empty")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    meta = dict(metadata or {})
+    meta_json = json_dumps(meta)  # raises ValueError early for unserializable metadata
+
+    provider = resolve_provider()
+    owner = processor_for(provider)
+    active = trace.get_current_span()
+    links = [Link(active.get_span_context())] if active.get_span_context().is_valid else []
+    start_ns = time.time_ns()
+    span = provider.get_tracer(attr.TRACER_NAME).start_span(
+        label,
+        context=otel_context.Context(),
+        links=links,
+        start_time=start_ns,
+        attributes={attr.RUN_LABEL: label, attr.RUN_STATUS: "running"},
+    )
+    run_id = format_trace_id(span.get_span_context().trace_id)
+    span.set_attribute(attr.RUN_ID, run_id)
+    span.set_attribute(attr.RUN_METADATA, meta_json)
+    run = DataFusionRun(
+        run_id=run_id,
+        label=label,
+        start_time_unix_ms=start_ns // _NS_PER_MS,
+        metadata=meta,
+        _span=span,
+        _sink=sink,
+    )
+    if sink is not None:
+        _routing.register(run_id, sink, owner)
+        dispatcher.record_artifact(
+            sink,
+            attr.RUN_STARTED_ARTIFACT,
+            {
+                "run_id": run_id,
+                "label": label,
+                "start_time_unix_ms": run.start_time_unix_ms,
+                "status": "running",
+                "metadata": dict(meta),
+            },
+        )
+    run_token = _active_runs.set((*_active_runs.get(), run))
+    otel_token = otel_context.attach(trace.set_span_in_context(span))
+    run._tokens = (run_token, otel_token)
+    return run
+
+
+def _deactivate(run: DataFusionRun) -> None:
+    tokens, run._tokens = run._tokens, None
+    if tokens is None:
+        return
+    run_token, otel_token = tokens
+    runs = _active_runs.get()
+    if runs and runs[-1] is run:
+        try:
+            _active_runs.reset(run_token)
+        except ValueError:  # finished in another context than the one that started it
+            return
+        otel_context.detach(otel_token)  # type: ignore[arg-type]
+    elif run in runs:  # finished out of order: drop it, keep the runs started after it
+        _active_runs.set(tuple(r for r in runs if r is not run))
+
+
+def finish_run(
+    run: DataFusionRun,
+    *,
+    sink: DiagnosticsSink | None = None,
+    status: RunStatus = "completed",
+    metadata: Mapping[str, object] | None = None,
+) -> DataFusionRun:
+    """Finish ``run``: set its end time, status and metadata, and end its span.
+
+    A second call on a finished run changes nothing and emits a `DataFusionRunWarning`.
+
+    Args:
+        run: The run to finish.
+        sink: Receives ``datafusion_run_finished_v1``; defaults to the sink the run was started
+            with.
+        status: ``"completed"`` or ``"failed"``.
+        metadata: Merged into the run's metadata.
+
+    Returns:
+        ``run``, finished.
+
+    Raises:
+        ValueError: If ``status`` is not ``"completed"`` or ``"failed"``.
+    """
+    if status not in _FINAL_STATUSES:
+        raise ValueError(f"status must be one of {_FINAL_STATUSES}, got {status!r}")
+    if run.status != "running":
+        warnings.warn(
+            f"run {run.run_id} ({run.label!r}) is already {run.status}; finish_run ignored",
+            DataFusionRunWarning,
+            stacklevel=2,
+        )
+        return run
+    if metadata:
+        run.metadata.update(metadata)
+    end_ns = time.time_ns()
+    run.end_time_unix_ms = end_ns // _NS_PER_MS
+    run.status = status
+    _deactivate(run)
+    target = sink if sink is not None else run._sink
+    if target is not None:
+        finished = run.payload()
+        finished["metadata"] = dict(run.metadata)
+        dispatcher.record_artifact(target, attr.RUN_FINISHED_ARTIFACT, finished)
+    span = run._span
+    if span is not None:
+        try:
+            span.set_attribute(attr.RUN_STATUS, status)
+            span.set_attribute(attr.RUN_METADATA, json_dumps(run.metadata))
+            if status == "failed":
+                error_type = run.metadata.get("error_type")
+                if isinstance(error_type, str):
+                    span.set_attribute(attr.ERROR_TYPE, error_type)
+                message = run.metadata.get("error_message")
+                span.set_status(Status(StatusCode.ERROR, str(message) if message else None))
+            else:
+                span.set_status(Status(StatusCode.OK))
+            span.end(end_time=end_ns)
+        except Exception:  # never raise into the user's program from our bookkeeping
+            _LOG.exception("could not end the span of run %s", run.run_id)
+    return run
+
+
+@contextmanager
+def tracked_run(
+    *,
+    label: str,
+    sink: DiagnosticsSink | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> Iterator[DataFusionRun]:
+    """Run the body of a ``with`` block as a run.
+
+    On any exception (``KeyboardInterrupt`` included) the run is finished with status
+    ``"failed"``, the span gets status ERROR and the exception event, ``error_type`` and
+    ``error_message`` go into the run's metadata, and the exception is re-raised unchanged.
+
+    Args:
+        label: Human-readable label of the run.
+        sink: As for `start_run`.
+        metadata: As for `start_run`.
+
+    Yields:
+        The running `DataFusionRun`.
+    """
+    run = start_run(label=label, sink=sink, metadata=metadata)
+    try:
+        yield run
+    except BaseException as exc:
+        if run.status == "running":
+            if run._span is not None:
+                run._span.record_exception(exc, escaped=True)
+            finish_run(
+                run,
+                status="failed",
+                metadata={
+                    "error_type": type(exc).__qualname__,
+                    "error_message": str(exc),
+                },
+            )
+        raise
+    else:
+        if run.status == "running":
+            finish_run(run)
