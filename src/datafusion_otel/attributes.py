@@ -48,3 +48,29 @@ RUN_FINISHED_ARTIFACT: Final = "datafusion_run_finished_v1"
 # --- instrumentation scope ------------------------------------------------------------------
 TRACER_NAME: Final = "datafusion_otel"
 """Instrumentation scope name of every tracer and meter this package creates."""
+
+# --- plan artifact event attributes ---------------------------------------------------------
+ARTIFACT_PREFIX: Final = "datafusion.artifact."
+"""Prefix of plan-artifact preview attributes: ``datafusion.artifact.<column>``."""
+ARTIFACT_SHA256_SUFFIX: Final = ".sha256"
+"""Suffix of the attribute holding the sha256 (hex) of the full artifact text."""
+ARTIFACT_SIZE_SUFFIX: Final = ".size"
+"""Suffix of the attribute holding the full artifact size in UTF-8 bytes."""
+ARTIFACT_TRUNCATED_SUFFIX: Final = ".truncated"
+"""Suffix of the attribute telling whether the preview was cut at the inline limit."""
+ARTIFACT_ERRORS: Final = "datafusion.artifact.errors"
+"""Event attribute: JSON object, artifact name -> why it could not be captured."""
+OPERATOR_COUNT: Final = "datafusion.operator.count"
+"""Event attribute on ``datafusion.operator_metrics``: number of operator rows."""
+
+# --- operator spans (derived from DataFusion's measured metrics) ----------------------------
+OPERATOR_NAME: Final = "datafusion.operator.name"
+OPERATOR_PATH: Final = "datafusion.operator.path"
+OPERATOR_OUTPUT_ROWS: Final = "datafusion.operator.output_rows"
+OPERATOR_ELAPSED_COMPUTE_NS: Final = "datafusion.operator.elapsed_compute_ns"
+OPERATOR_DERIVED: Final = "datafusion.operator.derived_from_metrics"
+"""True on operator spans: their times are DataFusion's measured start/end, not a live span."""
+
+# --- query-level attributes -----------------------------------------------------------------
+DATAFUSION_PLAN_HASH: Final = "datafusion.plan_hash"
+DATAFUSION_PARTITION_COUNT: Final = "datafusion.partition_count"

@@ -13,6 +13,7 @@ names stay. Three kinds of text are handled:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ _TYPED_LITERAL = re.compile(
     re.VERBOSE,
 )
 _QUOTED_VALUE = re.compile(r"""^(?:"(?P<dq>(?:[^"\\]|\\.)*)"|_(?P<us>.*)_)$""")
+_QUOTED_STRING = re.compile(r"'(?:[^']|'')*'")
 _WORD = re.compile(r"[A-Za-z_][\w$]*")
 _STATEMENT_KEYWORDS = {
     "select", "insert", "update", "delete", "create", "drop", "alter", "with", "explain",
@@ -101,23 +103,27 @@ def _unquote(raw: str) -> str:
     return value.replace('\\"', '"')
 
 
-def extract_literals(*texts: str | None) -> set[str]:
-    """Collect the literal values of SQL and logical-plan texts.
+def extract_literals(*sqls: str | None, plans: Iterable[str | None] = ()) -> set[str]:
+    """Collect the literal values of SQL texts and logical-plan texts.
 
     Args:
-        texts: SQL texts and logical plan texts (None entries are ignored).
+        sqls: SQL texts (None entries are ignored).
+        plans: Logical plan texts (None entries are ignored).
 
     Returns:
         The literal values as they may appear bare in a physical plan.
     """
     found: set[str] = set()
-    for text in texts:
-        if not text:
+    for plan in plans:
+        if not plan:
             continue
-        for match in _TYPED_LITERAL.finditer(text):
+        for match in _TYPED_LITERAL.finditer(plan):
             value = _unquote(match.group("value"))
             if value and value.lower() not in {"null", "true", "false"}:
                 found.add(value)
+    for text in sqls:
+        if not text:
+            continue
         for match in _SQL_TOKEN.finditer(text):
             if match.group("string") is not None:
                 body = match.group("string")
@@ -141,15 +147,26 @@ def sanitize_plan_text(text: str, literals: Iterable[str] = ()) -> str:
     Returns:
         The sanitized text.
     """
-    out = _TYPED_LITERAL.sub(lambda m: f"{m.group('type')}(?)", text)
-    values = sorted({v for v in literals if v}, key=len, reverse=True)
-    if values:
-        pattern = re.compile(
-            r"(?<![\w@=\[.])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w])"
-        )
+    out = _TYPED_LITERAL.sub(_typed_repl, text)
+    pattern = _literal_pattern(frozenset(v for v in literals if v))
+    if pattern is not None:
         out = pattern.sub("?", out)
-    return _SQL_TOKEN.sub(
-        lambda m: "?" if m.group("string") is not None else m.group(0), out
+    if "'" in out:
+        out = _QUOTED_STRING.sub("?", out)
+    return out
+
+
+def _typed_repl(match: re.Match[str]) -> str:
+    return f"{match.group('type')}(?)"
+
+
+@functools.lru_cache(maxsize=256)
+def _literal_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
+    if not values:
+        return None
+    ordered = sorted(values, key=len, reverse=True)
+    return re.compile(
+        r"(?<![\w@=\[.])(?:" + "|".join(re.escape(v) for v in ordered) + r")(?![\w])"
     )
 
 

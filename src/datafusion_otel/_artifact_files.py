@@ -1,0 +1,69 @@
+"""EXPLAIN / EXPLAIN ANALYZE rows written as Parquet files, atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["EXPLAIN_SCHEMA", "WrittenFile", "write_explain_rows"]
+
+EXPLAIN_SCHEMA = pa.schema(
+    [pa.field("plan_type", pa.string(), nullable=False), pa.field("plan", pa.string())]
+)
+"""The columns of DataFusion's ``EXPLAIN`` output."""
+FORMAT = "parquet"
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file written under the artifact directory.
+
+    Attributes:
+        path: Absolute path.
+        format: File format (``parquet``).
+        schema_fingerprint: sha256 (hex) of the file's Arrow schema, as text.
+    """
+
+    path: str
+    format: str
+    schema_fingerprint: str
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """Return the sha256 (hex) of ``schema`` rendered as text, without metadata."""
+    return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()
+
+
+def write_explain_rows(
+    directory: Path, stem: str, rows: list[tuple[str, str]]
+) -> WrittenFile:
+    """Write ``(plan_type, plan)`` rows to ``directory/stem.parquet`` atomically.
+
+    Args:
+        directory: Target folder (created if missing).
+        stem: File name without extension.
+        rows: EXPLAIN rows.
+
+    Returns:
+        What was written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {"plan_type": [r[0] for r in rows], "plan": [r[1] for r in rows]}, schema=EXPLAIN_SCHEMA
+    )
+    target = directory / f"{stem}.{FORMAT}"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return WrittenFile(str(target.resolve()), FORMAT, schema_fingerprint(table.schema))

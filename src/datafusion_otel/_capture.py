@@ -1,0 +1,301 @@
+"""Capture every plan artifact of a DataFrame, each in isolation.
+
+One artifact failing fills its entry in ``artifact_errors`` and never fails the query or the
+other artifacts. Texts are treated under the options' ``sql_text`` policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from datafusion_otel import _plan_walk
+from datafusion_otel._artifact_files import write_explain_rows
+from datafusion_otel.artifacts import DataFusionPlanArtifacts
+from datafusion_otel.compile_options import DataFusionCompileOptions
+from datafusion_otel.sanitize import extract_literals, normalize_sql, sanitize_plan_text, sanitize_sql
+
+__all__ = ["NO_SQL_NOTE", "SQL_OFF_NOTE", "capture_artifacts"]
+
+_LOG = logging.getLogger("datafusion_otel.capture")
+_T = TypeVar("_T")
+
+NO_SQL_NOTE = "-- DataFrame API query: no SQL text"
+"""``sql`` column value for queries built with the DataFrame API."""
+SQL_OFF_NOTE = "-- SQL text not captured (sql_text='off')"
+"""``sql`` column value under the ``off`` policy."""
+_UNSUPPORTED_HINTS = ("not supported", "unsupported", "not implemented", "not yet implemented")
+
+
+def _attempt(errors: dict[str, str], name: str, fn: Callable[[], _T]) -> _T | None:
+    try:
+        return fn()
+    except Exception as exc:  # each artifact is captured in isolation
+        errors[name] = f"{type(exc).__name__}: {exc}".strip()
+        _LOG.debug("artifact %s failed", name, exc_info=True)
+        return None
+
+
+def _substrait_status(ctx: Any, optimized: Any, expected_schema: Any) -> tuple[str, str | None]:
+    """Return ``(status, base64 bytes)`` for the optimized plan's Substrait round trip."""
+    import base64
+
+    from datafusion import substrait
+
+    try:
+        encoded = substrait.Producer.to_substrait_plan(optimized, ctx).encode()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if any(hint in reason.lower() for hint in _UNSUPPORTED_HINTS):
+            return f"unsupported: {reason}", None
+        return f"failed: {reason}", None
+    b64 = base64.b64encode(encoded).decode("ascii")
+    try:
+        plan = substrait.Consumer.from_substrait_plan(ctx, substrait.Serde.deserialize_bytes(encoded))
+        got = ctx.create_dataframe_from_logical_plan(plan).schema()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"failed: {reason}", b64
+    want = [(f.name, str(f.type)) for f in expected_schema]
+    have = [(f.name, str(f.type)) for f in got]
+    if want != have:
+        return f"mismatch: expected {want}, round trip gave {have}", b64
+    return "ok", b64
+
+
+def capture_artifacts(
+    df: Any,
+    *,
+    ctx: Any,
+    options: DataFusionCompileOptions,
+    sql: str | None = None,
+    ibis_sql: str | None = None,
+    run_id: str | None = None,
+    executed: bool = False,
+    execution_error: BaseException | None = None,
+    allow_real_explain_analyze: bool = False,
+    plan_note: str | None = None,
+) -> DataFusionPlanArtifacts:
+    """Capture the artifacts of ``df`` that ``options`` asks for.
+
+    Args:
+        df: The DataFrame.
+        ctx: Its SessionContext (needed for Substrait and real EXPLAIN ANALYZE).
+        options: What to capture and how to treat texts.
+        sql: The SQL text, when the query came from SQL.
+        ibis_sql: The SQL Ibis generated, when the query came from Ibis.
+        run_id: Run the artifacts belong to.
+        executed: Whether ``df`` has run, so ``df.execution_plan()`` is the executed plan
+            with its metrics.
+        execution_error: The error the query failed with, if it did.
+        allow_real_explain_analyze: Run a real EXPLAIN ANALYZE for an unexecuted query (only
+            for a query that has not run and will not run).
+        plan_note: Why the executed plan is not available (for example ``count()``).
+
+    Returns:
+        The artifacts; never raises for a failed artifact.
+    """
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+    policy = options.sql_text
+    raw = policy == "raw"
+    if execution_error is not None:
+        errors["execution"] = f"{type(execution_error).__name__}: {execution_error}"
+
+    logical = _attempt(errors, "logical_plan", df.logical_plan)
+    logical_text = _attempt(errors, "logical_plan", logical.display_indent) if logical else None
+    optimized_text: str | None = None
+    optimized: Any = None
+    if options.wants("optimized_plan") or options.wants("plan_hash") or options.wants("substrait"):
+        optimized = _attempt(errors, "optimized_plan", df.optimized_logical_plan)
+        if optimized is not None:
+            optimized_text = _attempt(errors, "optimized_plan", optimized.display_indent)
+
+    literals: set[str] = set()
+    if not raw:
+        literals = extract_literals(sql, ibis_sql, plans=(logical_text, optimized_text))
+
+    def text(value: str | None) -> str | None:
+        """Treat a plan text under the policy ("off" sanitizes plans like "sanitized")."""
+        if value is None or raw:
+            return value
+        return sanitize_plan_text(value, literals)
+
+    def text_str(value: str) -> str:
+        return text(value) or ""
+
+    art = DataFusionPlanArtifacts(
+        event_time_unix_ms=time.time_ns() // 1_000_000,
+        sql=NO_SQL_NOTE if sql is None else sql,
+        run_id=run_id,
+        sql_text_policy=policy,
+        plan_executed=executed and execution_error is None,
+    )
+    if sql is not None:
+        art.normalized_sql = None if policy == "off" else normalize_sql(sql)
+        art.sql = SQL_OFF_NOTE if policy == "off" else (sql if raw else sanitize_sql(sql))
+    if ibis_sql is not None and policy != "off":
+        art.ibis_sql = ibis_sql if raw else sanitize_sql(ibis_sql)
+
+    if options.wants("logical_plan") and logical is not None:
+        art.logical_plan = text(logical_text)
+    if options.wants("graphviz") and logical is not None:
+        art.graphviz = text(_attempt(errors, "graphviz", logical.display_graphviz))
+    if options.wants("optimized_plan"):
+        art.optimized_plan = text(optimized_text)
+    if options.wants("plan_hash") and optimized_text is not None:
+        art.plan_hash = hashlib.sha256(optimized_text.encode()).hexdigest()
+
+    needs_physical = any(
+        options.wants(a)
+        for a in ("physical_plan", "partition_count", "join_operators", "operator_metrics",
+                  "operator_spans", "explain")
+    ) or (options.capture_plan_artifacts and options.explain_analyze)  # fmt: skip
+    plan = _attempt(errors, "physical_plan", df.execution_plan) if needs_physical else None
+    nodes: list[_plan_walk.OperatorNode] = []
+    if plan is not None:
+        nodes = _attempt(errors, "physical_plan", lambda: _plan_walk.walk(plan)) or []
+        physical_text = _attempt(errors, "physical_plan", plan.display_indent)
+        if options.wants("physical_plan"):
+            art.physical_plan = text(physical_text)
+        if options.wants("graphviz"):
+            labels = (art.physical_plan or "").splitlines()
+            if len(labels) != len(nodes):  # one line per operator, in pre-order, normally
+                labels = [text_str(n.line) for n in nodes]
+            art.physical_graphviz = _attempt(
+                errors, "physical_graphviz", lambda: _plan_walk.physical_dot(nodes, labels)
+            )
+        if options.wants("partition_count"):
+            art.partition_count = _attempt(errors, "partition_count", lambda: plan.partition_count)
+        if options.wants("join_operators"):
+            art.join_operators = _plan_walk.join_operators(nodes)
+        if executed and (
+            options.wants("operator_metrics")
+            or options.wants("operator_spans")
+            or options.explain_analyze
+        ):
+            art.operator_metrics = (
+                _attempt(
+                    errors,
+                    "operator_metrics",
+                    lambda: _plan_walk.operator_metric_rows(
+                        nodes,
+                        base={
+                            "event_time_unix_ms": art.event_time_unix_ms,
+                            "run_id": run_id,
+                            "span_id": None,
+                            "plan_hash": art.plan_hash,
+                        },
+                    ),
+                )
+                or []
+            )
+            art.operator_nodes = nodes
+        elif not executed and options.wants("operator_metrics"):
+            errors["operator_metrics"] = plan_note or "the query has not run: no runtime metrics"
+
+    if options.wants("substrait"):
+        if optimized is None:
+            art.substrait_validation_status = "failed: no optimized plan"
+        else:
+            status = _attempt(
+                errors, "substrait", lambda: _substrait_status(ctx, optimized, df.schema())
+            )
+            if status is not None:
+                art.substrait_validation_status, art.substrait_b64 = status
+                if not raw and art.substrait_b64 is not None:
+                    # Substrait bytes embed the query's literals: they cannot be sanitized.
+                    art.substrait_b64 = None
+                    errors["substrait"] = (
+                        f"bytes withheld under sql_text={policy!r}: Substrait embeds the "
+                        "query's literals (use sql_text='raw' to keep them)"
+                    )
+    if options.wants("unparsed_sql") and logical is not None:
+        art.unparsed_sql, art.unparse_error = _unparse(logical, text)
+        if art.unparse_error:
+            errors["unparsed_sql"] = art.unparse_error
+
+    stem = f"{run_id or 'no-run'}-{art.plan_hash[:16] if art.plan_hash else 'nohash'}-{uuid.uuid4().hex[:8]}"
+    directory = options.resolved_artifact_dir()
+    if options.wants("explain") and plan is not None:
+        rows = [
+            ("logical_plan", text_str(optimized_text or "")),
+            ("physical_plan", art.physical_plan or text_str(plan.display_indent())),
+        ]
+        written = _attempt(errors, "explain", lambda: write_explain_rows(directory, f"{stem}-explain", rows))
+        if written is not None:
+            art.explain_rows_artifact_path = written.path
+            art.explain_rows_artifact_format = written.format
+            art.explain_rows_schema_fingerprint = written.schema_fingerprint
+    if options.capture_plan_artifacts and options.explain_analyze:
+        if executed or allow_real_explain_analyze:
+            _explain_analyze(art, errors, df, ctx, sql, directory, stem, nodes, text_str, executed)
+        else:
+            errors["explain_analyze"] = plan_note or "the executed plan is not available"
+
+    art.artifact_errors = errors
+    art.capture_duration_ms = (time.perf_counter() - started) * 1000
+    return art
+
+
+def _unparse(logical: Any, text: Callable[[str | None], str | None]) -> tuple[str | None, str | None]:
+    from datafusion import unparser
+
+    try:
+        sql = unparser.Unparser(unparser.Dialect.default()).plan_to_sql(logical)
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}".strip()
+    return text(str(sql)), None
+
+
+def _explain_analyze(
+    art: DataFusionPlanArtifacts,
+    errors: dict[str, str],
+    df: Any,
+    ctx: Any,
+    sql: str | None,
+    directory: Any,
+    stem: str,
+    nodes: list[_plan_walk.OperatorNode],
+    text_str: Callable[[str], str],
+    executed: bool,
+) -> None:
+    """Write the EXPLAIN ANALYZE file: from metrics when the query ran, else a real one."""
+    if executed:
+        if not nodes:
+            errors["explain_analyze"] = "the executed plan is not available"
+            return
+        body = _plan_walk.explain_analyze_text(nodes, art.operator_metrics, text_str)
+        source = "metrics"
+    else:
+        def real() -> str:
+            if sql is not None:
+                result = ctx.sql("EXPLAIN ANALYZE " + sql).to_pydict()
+                return "\n".join(str(p) for p in result.get("plan", []))
+            plan = df.execution_plan()
+            for partition in range(plan.partition_count):
+                for _ in ctx.execute(plan, partition):
+                    pass
+            walked = _plan_walk.walk(plan)
+            rows = _plan_walk.operator_metric_rows(walked, base={})
+            return _plan_walk.explain_analyze_text(walked, rows)
+
+        analyzed = _attempt(errors, "explain_analyze", real)
+        if analyzed is None:
+            return
+        body = text_str(analyzed)
+        source = "explain_analyze"
+    written = _attempt(
+        errors,
+        "explain_analyze",
+        lambda: write_explain_rows(directory, f"{stem}-explain-analyze", [("Plan with Metrics", body)]),
+    )
+    if written is not None:
+        art.explain_analyze_artifact_path = written.path
+        art.explain_analyze_artifact_format = written.format
+        art.explain_analyze_schema_fingerprint = written.schema_fingerprint
+        art.explain_analyze_source = source

@@ -1,0 +1,211 @@
+"""Walk a DataFusion physical plan: operators, joins, DOT, runtime metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "OperatorNode",
+    "explain_analyze_text",
+    "join_operators",
+    "operator_metric_rows",
+    "physical_dot",
+    "walk",
+]
+
+_JOIN_SUFFIX = "JoinExec"
+_CORE = ("output_rows", "elapsed_compute", "spill_count", "spilled_bytes")
+_TIMESTAMPS = ("start_timestamp", "end_timestamp")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass
+class OperatorNode:
+    """One operator of a physical plan.
+
+    Attributes:
+        path: Position in the tree: ``"0"`` for the root, ``"0.1"`` for its second child...
+        name: Operator name, for example ``HashJoinExec``.
+        line: The operator's one-line display.
+        depth: Depth in the tree (root = 0).
+        plan: The DataFusion ``ExecutionPlan`` object.
+        children: Paths of the child operators.
+    """
+
+    path: str
+    name: str
+    line: str
+    depth: int
+    plan: Any = field(repr=False)
+    children: list[str] = field(default_factory=list)
+
+
+def walk(plan: Any) -> list[OperatorNode]:
+    """Return the operators of ``plan`` in pre-order."""
+    nodes: list[OperatorNode] = []
+
+    def visit(node: Any, path: str, depth: int) -> None:
+        line = node.display().strip()
+        name = line.split(":", 1)[0].strip()
+        entry = OperatorNode(path=path, name=name, line=line, depth=depth, plan=node)
+        nodes.append(entry)
+        for index, child in enumerate(node.children()):
+            child_path = f"{path}.{index}"
+            entry.children.append(child_path)
+            visit(child, child_path, depth + 1)
+
+    visit(plan, "0", 0)
+    return nodes
+
+
+def join_operators(nodes: list[OperatorNode]) -> list[str]:
+    """Return the name of every join operator, in plan order (repeats kept)."""
+    return [n.name for n in nodes if n.name.endswith(_JOIN_SUFFIX) or "Join" in n.name]
+
+
+def physical_dot(nodes: list[OperatorNode], labels: list[str] | None = None) -> str:
+    """Return a graphviz DOT digraph of the physical plan.
+
+    Nodes are named by operator path (``"0"``, ``"0.1"``...) and labelled with the operator's
+    display line; edges point from parent to child, drawn child-to-parent (data flow).
+
+    Args:
+        nodes: Operators from `walk`.
+        labels: One label per node (for example sanitized lines); default the display lines.
+    """
+    texts = labels if labels is not None and len(labels) == len(nodes) else [n.line for n in nodes]
+    lines = ["digraph PhysicalPlan {", '  node [shape=box, fontname="monospace"];']
+    for node, label in zip(nodes, texts):
+        text = label.strip().replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'  "{node.path}" [label="{text}"];')
+    for node in nodes:
+        for child in node.children:
+            lines.append(f'  "{node.path}" -> "{child}" [dir=back];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _metric_value(name: str, value: object) -> int | None:
+    """Return a metric's value (ns, count, bytes, or timestamp in unix ns), or None.
+
+    None when DataFusion did not record it: no value (ratios, gauges, pruning counters) or a
+    time metric still at 0 (DataFusion prints those as "NOT RECORDED").
+    """
+    if isinstance(value, dt.datetime):
+        delta = value - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    if value == 0 and (name.endswith("_time") or name == "elapsed_compute"):
+        return None
+    return value
+
+
+def _raw_metrics(plan: Any) -> list[Any]:
+    metrics = plan.metrics()
+    if metrics is None:
+        return []
+    raw = getattr(metrics, "_raw", None)  # skip the per-metric Python wrappers when possible
+    return list(raw.metrics()) if raw is not None else list(metrics.metrics())
+
+
+def _per_partition(node: OperatorNode) -> dict[int | None, dict[str, int | None]]:
+    grouped: dict[int | None, dict[str, int | None]] = {}
+    value_of = _metric_value
+    for metric in _raw_metrics(node.plan):
+        name = metric.name
+        partition = metric.partition
+        values = grouped.get(partition)
+        if values is None:
+            values = grouped[partition] = {}
+        value = value_of(name, metric.value)
+        previous = values.get(name)
+        if previous is not None:
+            if value is None:
+                value = previous
+            elif name not in _TIMESTAMPS:
+                value += previous
+        values[name] = value
+    return grouped
+
+
+def _iter_rows(nodes: list[OperatorNode]) -> Iterator[tuple[OperatorNode, int | None, dict[str, int | None]]]:
+    for node in nodes:
+        grouped = _per_partition(node) or {None: {}}  # an operator without metrics keeps a row
+        for partition, values in sorted(
+            grouped.items(), key=lambda kv: -1 if kv[0] is None else kv[0]
+        ):
+            yield node, partition, values
+
+
+def operator_metric_rows(
+    nodes: list[OperatorNode], *, base: dict[str, object]
+) -> list[dict[str, object]]:
+    """Return DATAFUSION_OPERATOR_METRICS_V1 rows: one per operator and partition.
+
+    Args:
+        nodes: Operators of an executed plan.
+        base: Values shared by every row (``event_time_unix_ms``, ``run_id``, ``span_id``,
+            ``plan_hash``).
+    """
+    rows: list[dict[str, object]] = []
+    for node, partition, values in _iter_rows(nodes):
+        other = {k: v for k, v in values.items() if k not in _CORE and k not in _TIMESTAMPS}
+        rows.append(
+            {
+                **base,
+                "operator_path": node.path,
+                "operator_name": node.name,
+                "partition": partition,
+                "output_rows": values.get("output_rows"),
+                "elapsed_compute_ns": values.get("elapsed_compute"),
+                "spill_count": values.get("spill_count"),
+                "spilled_bytes": values.get("spilled_bytes"),
+                "start_time_unix_ns": values.get("start_timestamp"),
+                "end_time_unix_ns": values.get("end_timestamp"),
+                "other_metrics": {k: v for k, v in other.items()} or None,
+            }
+        )
+    return rows
+
+
+def operator_totals(rows: list[dict[str, object]]) -> dict[str, dict[str, int | None]]:
+    """Sum operator metric rows per operator path (rows, compute, start/end span)."""
+    totals: dict[str, dict[str, int | None]] = {}
+    for row in rows:
+        path = str(row["operator_path"])
+        acc = totals.setdefault(
+            path, {"output_rows": None, "elapsed_compute_ns": None, "start": None, "end": None}
+        )
+        for key in ("output_rows", "elapsed_compute_ns"):
+            value = row.get(key)
+            if isinstance(value, int):
+                acc[key] = (acc[key] or 0) + value
+        start, end = row.get("start_time_unix_ns"), row.get("end_time_unix_ns")
+        if isinstance(start, int) and (acc["start"] is None or start < acc["start"]):
+            acc["start"] = start
+        if isinstance(end, int) and (acc["end"] is None or end > acc["end"]):
+            acc["end"] = end
+    return totals
+
+
+def explain_analyze_text(
+    nodes: list[OperatorNode],
+    rows: list[dict[str, object]],
+    label: Callable[[str], str] = str,
+) -> str:
+    """Return an EXPLAIN ANALYZE style plan: each operator with its summed metrics."""
+    totals = operator_totals(rows)
+    lines = []
+    for node in nodes:
+        acc = totals.get(node.path, {})
+        parts = [
+            f"{key}={acc[key]}"
+            for key in ("output_rows", "elapsed_compute_ns")
+            if acc.get(key) is not None
+        ]
+        lines.append(f"{'  ' * node.depth}{label(node.line)}, metrics=[{', '.join(parts)}]")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""`DataFusionCompileOptions`: what to capture when a query is compiled through the package.
+
+Artifact names (members of `DataFusionCompileOptions.artifacts`):
+
+=====================  =====================================================================
+``logical_plan``       unoptimized logical plan (indented text)
+``optimized_plan``     optimized logical plan (indented text)
+``physical_plan``      physical plan: the executed one when the query ran
+``graphviz``           DOT of the logical plan (DataFusion's) and of the physical plan
+``plan_hash``          sha256 of the optimized plan text
+``partition_count``    output partitions of the physical plan
+``join_operators``     every join operator of the physical plan, by name
+``operator_metrics``   per-operator runtime metrics (DATAFUSION_OPERATOR_METRICS_V1)
+``substrait``          Substrait bytes of the optimized plan, validated by a round trip
+``unparsed_sql``       SQL unparsed from the unoptimized logical plan
+``explain``            EXPLAIN rows written to a Parquet file under ``artifact_dir``
+``operator_spans``     one child span per operator with DataFusion's measured times
+=====================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from datafusion_otel.sanitize import SqlTextPolicy
+
+__all__ = [
+    "ALL_ARTIFACTS",
+    "DEFAULT_ARTIFACTS",
+    "DEFAULT_INLINE_LIMIT_BYTES",
+    "DataFusionCompileOptions",
+    "default_artifact_dir",
+]
+
+DEFAULT_ARTIFACTS: Final[frozenset[str]] = frozenset(
+    {
+        "logical_plan",
+        "optimized_plan",
+        "physical_plan",
+        "plan_hash",
+        "partition_count",
+        "join_operators",
+        "operator_metrics",
+    }
+)
+"""The cheap set: plan texts, hash, partitions, joins, operator metrics.
+
+It costs a few milliseconds per query (the optimizer re-run for ``optimized_plan`` and
+``plan_hash`` is the largest part): see benchmarks/bench_artifacts.py."""
+
+ALL_ARTIFACTS: Final[frozenset[str]] = DEFAULT_ARTIFACTS | {
+    "graphviz",
+    "substrait",
+    "unparsed_sql",
+    "explain",
+    "operator_spans",
+}
+"""Every artifact: adds graphviz, Substrait with validation, unparsed SQL, EXPLAIN files and
+operator spans."""
+
+DEFAULT_INLINE_LIMIT_BYTES: Final = 2048
+"""Span attribute previews are cut here (Grafana Tempo silently truncates longer values)."""
+
+_POLICIES: Final = ("sanitized", "raw", "off")
+
+PlanArtifactsHook = Callable[[Mapping[str, object]], None]
+
+
+def default_artifact_dir() -> Path:
+    """Return ``$DATAFUSION_OTEL_HOME/artifacts`` or ``./.datafusion-otel/artifacts``."""
+    home = os.environ.get("DATAFUSION_OTEL_HOME") or ".datafusion-otel"
+    return Path(home) / "artifacts"
+
+
+@dataclass(frozen=True)
+class DataFusionCompileOptions:
+    """How a query compiled by `datafusion_otel.bridge` is observed.
+
+    Attributes:
+        run_id: Run the artifacts belong to. Default: the current run (`current_run`), else
+            the trace id of the span the artifacts are attached to.
+        capture_plan_artifacts: Capture artifacts at all.
+        explain_analyze: Also write an EXPLAIN ANALYZE file, built from the executed plan's
+            metrics (the query is not run twice).
+        plan_artifacts_hook: Called with ``structured_explain_payload()`` of every capture.
+        artifact_dir: Where EXPLAIN / EXPLAIN ANALYZE files go (default:
+            `default_artifact_dir`).
+        artifacts: Names of the artifacts to capture (`DEFAULT_ARTIFACTS` or `ALL_ARTIFACTS`
+            or any subset of the latter).
+        sql_text: ``"sanitized"`` (literals become ``?`` in SQL and plan texts, the default),
+            ``"raw"`` (keep literals: opt in only where texts are not sensitive) or ``"off"``
+            (no SQL text at all).
+        inline_limit_bytes: Maximum UTF-8 bytes of each span attribute preview.
+    """
+
+    run_id: str | None = None
+    capture_plan_artifacts: bool = True
+    explain_analyze: bool = False
+    plan_artifacts_hook: PlanArtifactsHook | None = field(default=None, compare=False)
+    artifact_dir: str | os.PathLike[str] | None = None
+    artifacts: frozenset[str] = DEFAULT_ARTIFACTS
+    sql_text: SqlTextPolicy = "sanitized"
+    inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES
+
+    def __post_init__(self) -> None:
+        """Validate eagerly.
+
+        Raises:
+            ValueError: For an unknown artifact name or policy, or a limit below 64 bytes.
+        """
+        object.__setattr__(self, "artifacts", frozenset(self.artifacts))
+        unknown = sorted(self.artifacts - ALL_ARTIFACTS)
+        if unknown:
+            raise ValueError(
+                f"unknown artifacts {unknown}; known: {', '.join(sorted(ALL_ARTIFACTS))}"
+            )
+        if self.sql_text not in _POLICIES:
+            raise ValueError(f"sql_text must be one of {_POLICIES}, got {self.sql_text!r}")
+        if self.inline_limit_bytes < 64:
+            raise ValueError(f"inline_limit_bytes must be >= 64, got {self.inline_limit_bytes}")
+
+    def wants(self, artifact: str) -> bool:
+        """Return True if ``artifact`` is to be captured."""
+        return self.capture_plan_artifacts and artifact in self.artifacts
+
+    def resolved_artifact_dir(self) -> Path:
+        """Return `artifact_dir` as a Path, or the default."""
+        return Path(self.artifact_dir) if self.artifact_dir is not None else default_artifact_dir()
