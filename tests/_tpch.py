@@ -55,8 +55,14 @@ def tpch_data(scale: float) -> Path:
     tmp.mkdir(parents=True)
     exe = Path(sys.executable).parent / "tpchgen-cli"
     subprocess.run(
-        [str(exe) if exe.exists() else "tpchgen-cli", "parquet", "-s", str(scale),
-         "--output-dir", str(tmp)],
+        [
+            str(exe) if exe.exists() else "tpchgen-cli",
+            "parquet",
+            "-s",
+            str(scale),
+            "--output-dir",
+            str(tmp),
+        ],
         check=True,
         capture_output=True,
     )

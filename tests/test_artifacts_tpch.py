@@ -96,7 +96,7 @@ def test_substrait_ok_on_every_supported_query(tpch_ctx, tmp_path):
 
 def test_default_capture_has_cheap_set_and_no_files(tpch_ctx, tmp_path):
     options = DataFusionCompileOptions(artifact_dir=tmp_path)
-    run, sink = _run_query(tpch_ctx, 3, options)
+    _run, sink = _run_query(tpch_ctx, 3, options)
     row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
     for column in ("logical_plan", "optimized_plan", "physical_plan", "plan_hash"):
         assert row[column]

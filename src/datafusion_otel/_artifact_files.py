@@ -40,9 +40,7 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()
 
 
-def write_explain_rows(
-    directory: Path, stem: str, rows: list[tuple[str, str]]
-) -> WrittenFile:
+def write_explain_rows(directory: Path, stem: str, rows: list[tuple[str, str]]) -> WrittenFile:
     """Write ``(plan_type, plan)`` rows to ``directory/stem.parquet`` atomically.
 
     Args:

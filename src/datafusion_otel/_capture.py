@@ -17,7 +17,12 @@ from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
-from datafusion_otel.sanitize import extract_literals, normalize_sql, sanitize_plan_text, sanitize_sql
+from datafusion_otel.sanitize import (
+    extract_literals,
+    normalize_sql,
+    sanitize_plan_text,
+    sanitize_sql,
+)
 
 __all__ = ["NO_SQL_NOTE", "SQL_OFF_NOTE", "capture_artifacts"]
 
@@ -55,7 +60,9 @@ def _substrait_status(ctx: Any, optimized: Any, expected_schema: Any) -> tuple[s
         return f"failed: {reason}", None
     b64 = base64.b64encode(encoded).decode("ascii")
     try:
-        plan = substrait.Consumer.from_substrait_plan(ctx, substrait.Serde.deserialize_bytes(encoded))
+        plan = substrait.Consumer.from_substrait_plan(
+            ctx, substrait.Serde.deserialize_bytes(encoded)
+        )
         got = ctx.create_dataframe_from_logical_plan(plan).schema()
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -219,14 +226,17 @@ def capture_artifacts(
         if art.unparse_error:
             errors["unparsed_sql"] = art.unparse_error
 
-    stem = f"{run_id or 'no-run'}-{art.plan_hash[:16] if art.plan_hash else 'nohash'}-{uuid.uuid4().hex[:8]}"
+    short_hash = art.plan_hash[:16] if art.plan_hash else "nohash"
+    stem = f"{run_id or 'no-run'}-{short_hash}-{uuid.uuid4().hex[:8]}"
     directory = options.resolved_artifact_dir()
     if options.wants("explain") and plan is not None:
         rows = [
             ("logical_plan", text_str(optimized_text or "")),
             ("physical_plan", art.physical_plan or text_str(plan.display_indent())),
         ]
-        written = _attempt(errors, "explain", lambda: write_explain_rows(directory, f"{stem}-explain", rows))
+        written = _attempt(
+            errors, "explain", lambda: write_explain_rows(directory, f"{stem}-explain", rows)
+        )
         if written is not None:
             art.explain_rows_artifact_path = written.path
             art.explain_rows_artifact_format = written.format
@@ -242,7 +252,9 @@ def capture_artifacts(
     return art
 
 
-def _unparse(logical: Any, text: Callable[[str | None], str | None]) -> tuple[str | None, str | None]:
+def _unparse(
+    logical: Any, text: Callable[[str | None], str | None]
+) -> tuple[str | None, str | None]:
     from datafusion import unparser
 
     try:
@@ -272,6 +284,7 @@ def _explain_analyze(
         body = _plan_walk.explain_analyze_text(nodes, art.operator_metrics, text_str)
         source = "metrics"
     else:
+
         def real() -> str:
             if sql is not None:
                 result = ctx.sql("EXPLAIN ANALYZE " + sql).to_pydict()
@@ -292,7 +305,9 @@ def _explain_analyze(
     written = _attempt(
         errors,
         "explain_analyze",
-        lambda: write_explain_rows(directory, f"{stem}-explain-analyze", [("Plan with Metrics", body)]),
+        lambda: write_explain_rows(
+            directory, f"{stem}-explain-analyze", [("Plan with Metrics", body)]
+        ),
     )
     if written is not None:
         art.explain_analyze_artifact_path = written.path

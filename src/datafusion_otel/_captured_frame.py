@@ -8,7 +8,7 @@ execution, and attached to the span current at that moment (the run, or an execu
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -48,7 +48,9 @@ class CapturedDataFrame(DataFrame):
         except Exception:  # capture must never break the query
             _LOG.exception("plan artifact capture failed")
 
-    def _run(self, call: Callable[[], _T], *, keeps_plan: bool = True, note: str | None = None) -> _T:
+    def _run(
+        self, call: Callable[[], _T], *, keeps_plan: bool = True, note: str | None = None
+    ) -> _T:
         if self._captured:
             return call()
         try:
@@ -140,7 +142,7 @@ class _CapturingStream(RecordBatchStream):
             self._done()
             raise
 
-    def __iter__(self) -> Iterator[RecordBatch]:
+    def __iter__(self) -> _CapturingStream:
         return self
 
     async def __anext__(self) -> RecordBatch:
@@ -150,5 +152,5 @@ class _CapturingStream(RecordBatchStream):
             self._done()
             raise
 
-    def __aiter__(self) -> AsyncIterator[RecordBatch]:
+    def __aiter__(self) -> _CapturingStream:
         return self

@@ -53,9 +53,7 @@ def preview(value: str, limit: int) -> tuple[str, str, int, bool]:
     return data[:limit].decode("utf-8", errors="ignore"), digest, len(data), True
 
 
-def _event_attributes(
-    art: DataFusionPlanArtifacts, limit: int
-) -> dict[str, AttributeValue]:
+def _event_attributes(art: DataFusionPlanArtifacts, limit: int) -> dict[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = {}
     for column in _TEXT_COLUMNS:
         value = getattr(art, column)
@@ -81,9 +79,7 @@ def _event_attributes(
     return attrs
 
 
-def _operator_spans(
-    span: trace.Span, art: DataFusionPlanArtifacts, tracer: trace.Tracer
-) -> None:
+def _operator_spans(span: trace.Span, art: DataFusionPlanArtifacts, tracer: trace.Tracer) -> None:
     """One child span per operator, nested like the plan, timed by DataFusion's metrics.
 
     An operator without measured times takes its parent's; spans are marked with

@@ -84,7 +84,10 @@ def add_payload_event(
         span.add_event(name, dict(attributes))
         _count("not_recording")
         return False
-    maxlen = getattr(events, "maxlen", None)
+    queue = getattr(events, "_dq", None)
+    maxlen = (
+        getattr(queue, "maxlen", None) if queue is not None else getattr(events, "maxlen", None)
+    )
     if maxlen is not None and len(events) >= maxlen:
         _count("event_limit_reached")
         if name not in _warned:

@@ -78,7 +78,7 @@ def physical_dot(nodes: list[OperatorNode], labels: list[str] | None = None) -> 
     """
     texts = labels if labels is not None and len(labels) == len(nodes) else [n.line for n in nodes]
     lines = ["digraph PhysicalPlan {", '  node [shape=box, fontname="monospace"];']
-    for node, label in zip(nodes, texts):
+    for node, label in zip(nodes, texts, strict=False):
         text = label.strip().replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'  "{node.path}" [label="{text}"];')
     for node in nodes:
@@ -132,7 +132,9 @@ def _per_partition(node: OperatorNode) -> dict[int | None, dict[str, int | None]
     return grouped
 
 
-def _iter_rows(nodes: list[OperatorNode]) -> Iterator[tuple[OperatorNode, int | None, dict[str, int | None]]]:
+def _iter_rows(
+    nodes: list[OperatorNode],
+) -> Iterator[tuple[OperatorNode, int | None, dict[str, int | None]]]:
     for node in nodes:
         grouped = _per_partition(node) or {None: {}}  # an operator without metrics keeps a row
         for partition, values in sorted(

@@ -165,9 +165,7 @@ def _literal_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
     if not values:
         return None
     ordered = sorted(values, key=len, reverse=True)
-    return re.compile(
-        r"(?<![\w@=\[.])(?:" + "|".join(re.escape(v) for v in ordered) + r")(?![\w])"
-    )
+    return re.compile(r"(?<![\w@=\[.])(?:" + "|".join(re.escape(v) for v in ordered) + r")(?![\w])")
 
 
 @dataclass(frozen=True)
