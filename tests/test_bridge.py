@@ -10,7 +10,7 @@ import textwrap
 import threading
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.ipc as ipc
 import pytest
 from datafusion import SessionContext, udf
 from opentelemetry.sdk.trace import TracerProvider
@@ -79,7 +79,10 @@ def test_explain_analyze_does_not_run_the_query_twice(tmp_path):
     assert calls["n"] == plain_calls
     row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
     assert row["explain_analyze_source"] == "metrics"
-    assert "output_rows=3" in pq.read_table(row["explain_analyze_artifact_path"])["plan"][0].as_py()
+    assert (
+        "output_rows=3"
+        in ipc.open_file(row["explain_analyze_artifact_path"]).read_all()["plan"][0].as_py()
+    )
 
 
 def test_real_explain_analyze_only_for_a_query_that_never_ran(tmp_path):
@@ -211,8 +214,10 @@ def _everything_text(sink, exporter, tmp_path) -> str:
     ]
     for span in exporter.get_finished_spans():
         parts.append(span.to_json())
-    for path in tmp_path.rglob("*.parquet"):
-        parts.append(json.dumps(pq.read_table(path).to_pydict(), default=str))
+    files = list(tmp_path.rglob("*.arrow"))
+    assert len(files) == 2  # EXPLAIN and EXPLAIN ANALYZE
+    for path in files:
+        parts.append(json.dumps(ipc.open_file(path).read_all().to_pydict(), default=str))
     return "\n".join(parts)
 
 

@@ -180,11 +180,7 @@ def capture_artifacts(
             art.partition_count = _attempt(errors, "partition_count", lambda: plan.partition_count)
         if options.wants("join_operators"):
             art.join_operators = _plan_walk.join_operators(nodes)
-        if executed and (
-            options.wants("operator_metrics")
-            or options.wants("operator_spans")
-            or options.explain_analyze
-        ):
+        if executed and (options.wants("operator_metrics") or options.wants("operator_spans")):
             art.operator_metrics = (
                 _attempt(
                     errors,
@@ -281,7 +277,7 @@ def _explain_analyze(
         if not nodes:
             errors["explain_analyze"] = "the executed plan is not available"
             return
-        body = _plan_walk.explain_analyze_text(nodes, art.operator_metrics, text_str)
+        body = _plan_walk.explain_analyze_text(nodes, text_str)
         source = "metrics"
     else:
 
@@ -293,9 +289,7 @@ def _explain_analyze(
             for partition in range(plan.partition_count):
                 for _ in ctx.execute(plan, partition):
                     pass
-            walked = _plan_walk.walk(plan)
-            rows = _plan_walk.operator_metric_rows(walked, base={})
-            return _plan_walk.explain_analyze_text(walked, rows)
+            return _plan_walk.explain_analyze_text(_plan_walk.walk(plan))
 
         analyzed = _attempt(errors, "explain_analyze", real)
         if analyzed is None:

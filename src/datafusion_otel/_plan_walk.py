@@ -196,18 +196,21 @@ def operator_totals(rows: list[dict[str, object]]) -> dict[str, dict[str, int | 
 
 def explain_analyze_text(
     nodes: list[OperatorNode],
-    rows: list[dict[str, object]],
     label: Callable[[str], str] = str,
 ) -> str:
-    """Return an EXPLAIN ANALYZE style plan: each operator with its summed metrics."""
-    totals = operator_totals(rows)
+    """Return an EXPLAIN ANALYZE style plan: each operator with its metric totals.
+
+    Totals are DataFusion's own sums over partitions (``MetricsSet.output_rows`` ...), read
+    from the executed plan: nothing runs again.
+    """
     lines = []
     for node in nodes:
-        acc = totals.get(node.path, {})
-        parts = [
-            f"{key}={acc[key]}"
-            for key in ("output_rows", "elapsed_compute_ns")
-            if acc.get(key) is not None
-        ]
+        metrics = node.plan.metrics()
+        parts = []
+        if metrics is not None:
+            for key in ("output_rows", "elapsed_compute", "spill_count", "spilled_bytes"):
+                value = getattr(metrics, key)
+                if value is not None:
+                    parts.append(f"{key}={value}")
         lines.append(f"{'  ' * node.depth}{label(node.line)}, metrics=[{', '.join(parts)}]")
     return "\n".join(lines)
