@@ -101,3 +101,5 @@ SCAN_CACHE_METRICS: Final = (
     "predicate_cache_inner_records",
 )
 """Scan operator metrics (in ``other_metrics`` of operator-metrics rows) that relate to caching."""
+CACHE_EVENT_ATTR_PREFIX: Final = "datafusion.cache."
+"""Prefix of ``datafusion.cache_state`` event attributes: ``<prefix><cache>.limit`` / ``.ttl``."""
