@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterable, Mapping
 
 from datafusion import SessionContext
-from opentelemetry import trace
 
 from datafusion_otel import attributes as attr
 from datafusion_otel._payloads import add_payload_event
