@@ -141,8 +141,13 @@ def scan_cache_metrics(operator_metrics: Iterable[Mapping[str, object]]) -> dict
     totals: dict[str, int] = {}
     for row in operator_metrics:
         other = row.get("other_metrics") or {}
-        items = other.items() if isinstance(other, Mapping) else other
-        for name, value in items:  # type: ignore[union-attr]
+        if isinstance(other, Mapping):
+            items: Iterable[tuple[object, object]] = other.items()
+        elif isinstance(other, list):
+            items = [tuple(pair) for pair in other]
+        else:
+            continue
+        for name, value in items:
             if name in attr.SCAN_CACHE_METRICS and isinstance(value, int):
                 totals[name] = totals.get(name, 0) + value
     return totals
