@@ -202,10 +202,11 @@ class ParquetSink:
                 self._log_once(key, "received rows after close(); they are not stored")
                 return
             buffer = self._buffers.setdefault(key, [])
-            if not buffer:
+            wake = not buffer  # a new deadline, or a full batch, for the writer thread
+            if wake:
                 self._first_at[key] = time.monotonic()
             buffer.extend(rows)
-            if len(buffer) >= self._batch_rows:
+            if wake or len(buffer) >= self._batch_rows:
                 self._cond.notify_all()
 
     def _take(self, *, everything: bool) -> dict[_Key, list[dict[str, object]]]:
