@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest_tpch import tpch_dir  # noqa: F401 - re-exported fixture
 
+from conftest_tpch import tpch_dir  # noqa: F401 - re-exported fixture
 from datafusion_otel import config
 
 

@@ -1,4 +1,4 @@
-"""Real per-operator metrics rows of an executed DataFrame, shaped like DATAFUSION_OPERATOR_METRICS_V1.
+"""Real per-operator metrics rows of an executed DataFrame (DATAFUSION_OPERATOR_METRICS_V1 shape).
 
 The lead's bridge produces these rows in the package; tests of the store, CLI and metrics
 build them here from a real executed plan so they do not depend on the bridge.

@@ -16,8 +16,8 @@ import pytest
 from datafusion import SessionContext
 
 from datafusion_otel import DATAFUSION_RUNS_V1, schema_for, tracked_run
-from datafusion_otel.schema_registry import table_for
 from datafusion_otel import attributes as attr
+from datafusion_otel.schema_registry import table_for
 from datafusion_otel.store import ParquetSink, RunStore
 
 RUN_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -171,9 +171,7 @@ class TestCrashSafety:
                 sink.record_events("datafusion_runs_v1", [row] * 50)
         """)
         for wait in (0.3, 0.7, 1.1):
-            proc = subprocess.Popen(
-                [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
-            )
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
             time.sleep(wait)

@@ -62,7 +62,8 @@ class TestStats:
             mine = [
                 r["duration_ms"]
                 for r in rows
-                if r["label"] == row["label"] and start <= r["start_time_unix_ms"] < start + 3_600_000
+                if r["label"] == row["label"]
+                and start <= r["start_time_unix_ms"] < start + 3_600_000
             ]
             assert row["count"] == len(mine)
             assert row["p95_ms"] == pytest.approx(np.percentile(mine, 95), rel=1e-12)
