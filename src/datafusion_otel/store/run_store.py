@@ -170,9 +170,14 @@ class RunStore:
         return StoreError(message.removeprefix("DataFusion error: "))
 
     def damaged_files(self) -> list[tuple[Path, str]]:
-        """Return every store file that is not a readable Parquet file, with the reason."""
+        """Return every store file that is not a readable Parquet file, with the reason.
+
+        Only the store's table and artifact folders are checked (other folders, such as the
+        demo's cached TPC-H data, are not part of the store).
+        """
         damaged: list[tuple[Path, str]] = []
-        for path in data_files(self.path):
+        folders = [*STORE_TABLES.values(), attr.ARTIFACTS_FOLDER]
+        for path in [f for folder in folders for f in data_files(self.path / folder)]:
             try:
                 pq.read_metadata(path)
             except Exception as exc:  # any reader failure means the file is unusable
