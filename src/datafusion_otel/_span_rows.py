@@ -18,7 +18,7 @@ _NS_PER_MS = 1_000_000
 
 def is_run_root(span: ReadableSpan) -> bool:
     """Return True if ``span`` is the root span of a run."""
-    return span.parent is None and bool(span.attributes) and attr.RUN_ID in span.attributes
+    return span.parent is None and attr.RUN_ID in (span.attributes or {})
 
 
 def run_row(span: ReadableSpan) -> dict[str, object]:

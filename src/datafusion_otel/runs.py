@@ -7,7 +7,6 @@ opened by its id in any trace UI, and ``uuid.UUID(hex=run.run_id)`` still parses
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import time
 import warnings
