@@ -258,7 +258,9 @@ class RunStore:
         run["metadata"] = _parse_json(run.get("metadata"))
         artifacts = self.sql(
             f"SELECT artifact, event_time_unix_ms, payload FROM artifacts {where} "
-            "ORDER BY event_time_unix_ms, artifact"
+            "ORDER BY event_time_unix_ms, CASE artifact "
+            f"WHEN {_quote(attr.RUN_STARTED_ARTIFACT)} THEN 0 "
+            f"WHEN {_quote(attr.RUN_FINISHED_ARTIFACT)} THEN 2 ELSE 1 END, artifact"
         ).to_pylist()
         for artifact in artifacts:
             artifact["payload"] = _parse_json(artifact["payload"])
