@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from datafusion import SessionContext
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _tpch import register, statements, tpch_data
+from datafusion_otel import tpch
 from datafusion_otel.bridge import collect_plan_artifacts, sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 
@@ -45,7 +43,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    ctx = register(SessionContext(), tpch_data(args.scale))
+    ctx = SessionContext()
+    data = Path(tempfile.gettempdir()) / "datafusion-otel-bench" / f"tpch-sf{args.scale}"
+    tpch.register_tables(ctx, tpch.generate(args.scale, data))
     default = DataFusionCompileOptions()
     analyze_dir = tempfile.mkdtemp(prefix="dfo-bench-")
     analyze_opts = DataFusionCompileOptions(explain_analyze=True, artifact_dir=analyze_dir)
@@ -58,7 +58,7 @@ def main() -> None:
     ea_extra: list[float] = []
     ea_real_ratio: list[float] = []
     for number in range(1, 23):
-        stmts = statements(number)
+        stmts = tpch.query_statements(number)
         setup, query, teardown = stmts[:-2], stmts[-2] if len(stmts) > 1 else stmts[0], stmts[-1:]
         if len(stmts) == 1:
             setup, query, teardown = [], stmts[0], []

@@ -8,8 +8,7 @@ import pyarrow.ipc as ipc
 import pytest
 from datafusion import SessionContext
 
-from _tpch import register, statements, tpch_data
-from datafusion_otel import DiagnosticsCollector, datafusion_plan_artifacts_table, tracked_run
+from datafusion_otel import DiagnosticsCollector, datafusion_plan_artifacts_table, tpch, tracked_run
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
 from datafusion_otel.schema_registry import datafusion_operator_metrics_table
@@ -33,8 +32,14 @@ _ARTIFACT_COLUMNS = {
 
 
 @pytest.fixture(scope="module")
-def tpch_ctx() -> SessionContext:
-    return register(SessionContext(), tpch_data(0.01))
+def tpch_ctx(tpch_dir) -> SessionContext:
+    ctx = SessionContext()
+    tpch.register_tables(ctx, tpch_dir)
+    return ctx
+
+
+def statements(number: int) -> list[str]:
+    return tpch.query_statements(number)
 
 
 def _run_query(ctx: SessionContext, number: int, options: DataFusionCompileOptions):

@@ -13,9 +13,12 @@ Quickstart:
 from __future__ import annotations
 
 from datafusion_otel._delivery import DeliveryStats
+from datafusion_otel.cache_state import cache_state_rows, record_cache_state
 from datafusion_otel.config import Telemetry, configure, force_flush
 from datafusion_otel.diagnostics import DiagnosticsCollector, DiagnosticsSink
+from datafusion_otel.metrics import RunMetricsSpanProcessor, enable_run_metrics
 from datafusion_otel.processor import DiagnosticsSpanProcessor
+from datafusion_otel.rollups import summarize_runs
 from datafusion_otel.runs import (
     DataFusionRun,
     DataFusionRunWarning,
@@ -35,6 +38,7 @@ from datafusion_otel.schema_registry import (
     datafusion_runs_table,
     schema_for,
 )
+from datafusion_otel.store import ParquetSink, RunStore
 
 __version__ = "0.1.0"
 
@@ -49,17 +53,24 @@ __all__ = [
     "DiagnosticsCollector",
     "DiagnosticsSink",
     "DiagnosticsSpanProcessor",
+    "ParquetSink",
+    "RunMetricsSpanProcessor",
+    "RunStore",
     "Telemetry",
     "__version__",
+    "cache_state_rows",
     "configure",
     "current_run",
     "datafusion_cache_state_table",
     "datafusion_operator_metrics_table",
     "datafusion_plan_artifacts_table",
     "datafusion_runs_table",
+    "enable_run_metrics",
     "finish_run",
     "force_flush",
+    "record_cache_state",
     "schema_for",
     "start_run",
+    "summarize_runs",
     "tracked_run",
 ]

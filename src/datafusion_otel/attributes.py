@@ -74,3 +74,58 @@ OPERATOR_DERIVED: Final = "datafusion.operator.derived_from_metrics"
 # --- query-level attributes -----------------------------------------------------------------
 DATAFUSION_PLAN_HASH: Final = "datafusion.plan_hash"
 DATAFUSION_PARTITION_COUNT: Final = "datafusion.partition_count"
+
+# --- embedded run store (datafusion_otel.store) ---------------------------------------------
+HOME_ENV: Final = "DATAFUSION_OTEL_HOME"
+"""Environment variable naming the run store folder (default ``./.datafusion-otel``)."""
+DEFAULT_HOME: Final = ".datafusion-otel"
+"""Default run store folder, relative to the working directory."""
+ARTIFACTS_FOLDER: Final = "artifacts"
+"""Store folder holding one ``artifact=<name>`` sub-folder per artifact name."""
+ARTIFACT_PARTITION: Final = "artifact"
+"""Hive partition key of the artifact folders (``artifacts/artifact=<name>/``)."""
+
+# --- run-level metrics (datafusion_otel.metrics) --------------------------------------------
+METRIC_RUN_DURATION: Final = "datafusion.run.duration"
+"""Histogram, milliseconds: duration of each finished run (attributes: label, status)."""
+METRIC_RUNS: Final = "datafusion.runs"
+"""Counter: finished runs (attributes: label, status)."""
+METRIC_RUN_FAILURES: Final = "datafusion.run.failures"
+"""Counter: failed runs (attributes: label, error.type when known)."""
+METRIC_OUTPUT_ROWS: Final = "datafusion.run.output_rows"
+"""Counter: rows produced by the root operators of a run's queries."""
+METRIC_BYTES_SCANNED: Final = "datafusion.run.bytes_scanned"
+"""Counter, bytes: sum of the scan operators' ``bytes_scanned`` metric."""
+METRIC_SPILLS: Final = "datafusion.run.spill_count"
+"""Counter: spills reported by a run's operators."""
+METRIC_ATTR_LABEL: Final = "datafusion.run.label"
+"""Metric attribute: the run's label (same key as the span attribute)."""
+METRIC_ATTR_STATUS: Final = "datafusion.run.status"
+"""Metric attribute: the run's final status (same key as the span attribute)."""
+
+# --- caches (datafusion_otel.cache_state) ---------------------------------------------------
+CACHE_SETTINGS: Final = {
+    "metadata_cache": ("datafusion.runtime.metadata_cache_limit", None),
+    "list_files_cache": (
+        "datafusion.runtime.list_files_cache_limit",
+        "datafusion.runtime.list_files_cache_ttl",
+    ),
+    "file_statistics_cache": ("datafusion.runtime.file_statistics_cache_limit", None),
+}
+"""DataFusion caches: cache name -> (limit setting, ttl setting or None)."""
+SCAN_CACHE_METRICS: Final = (
+    "files_opened",
+    "files_processed",
+    "metadata_load_time",
+    "bytes_scanned",
+    "files_ranges_pruned_statistics",
+    "row_groups_pruned_statistics",
+    "row_groups_pruned_bloom_filter",
+    "page_index_rows_pruned",
+    "pushdown_rows_pruned",
+    "predicate_cache_records",
+    "predicate_cache_inner_records",
+)
+"""Scan operator metrics (in ``other_metrics`` of operator-metrics rows) that relate to caching."""
+CACHE_EVENT_ATTR_PREFIX: Final = "datafusion.cache."
+"""Prefix of ``datafusion.cache_state`` event attributes: ``<prefix><cache>.limit`` / ``.ttl``."""

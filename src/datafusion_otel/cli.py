@@ -1,4 +1,15 @@
-"""The ``datafusion-otel`` command line."""
+"""The ``datafusion-otel`` command line: a TPC-H demo and a browser for the run store.
+
+Commands (each takes ``--store PATH``, default ``$DATAFUSION_OTEL_HOME`` or
+``./.datafusion-otel``, and ``--json``):
+
+* ``demo``: generate TPC-H data, run the 22 queries as tracked runs into the store.
+* ``runs``: recent runs. ``show RUN_ID``: one run (a unique id prefix is enough).
+* ``stats``: per label count, error rate, p50/p95/p99. ``sql "QUERY"``: any SQL over the store.
+
+User errors (missing or empty store, unknown run id, damaged file, bad SQL) print one line
+on stderr and exit with status 1; usage errors exit with status 2.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +17,65 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from datafusion_otel.commands import browse
+from datafusion_otel.commands import demo as demo_command
+from datafusion_otel.config import Telemetry, configure
+from datafusion_otel.metrics import enable_run_metrics
+from datafusion_otel.store import ParquetSink, StoreError
+from datafusion_otel.tpch import TpchError
+
 __all__ = ["main"]
 
+_PROG = "datafusion-otel"
 
-def _demo(_args: argparse.Namespace) -> int:
-    from datafusion import SessionContext
 
-    from datafusion_otel.diagnostics import DiagnosticsCollector
-    from datafusion_otel.runs import tracked_run
+def _configure_telemetry(sink: ParquetSink) -> Telemetry:
+    """Set up OpenTelemetry for the demo: diagnostics rows to ``sink``, run metrics on.
 
-    sink = DiagnosticsCollector()
-    ctx = SessionContext()
-    ctx.from_pydict({"k": [1, 2, 2, 3], "v": [10, 20, 30, 40]}, name="t")
-    with tracked_run(label="demo", sink=sink) as run:
-        table = ctx.sql("SELECT k, sum(v) AS total FROM t GROUP BY k ORDER BY k").to_arrow_table()
-    row = sink.events_snapshot()["datafusion_runs_v1"][0]
-    print(f"run {run.run_id} {row['status']} in {row['duration_ms']} ms, {table.num_rows} rows")
-    return 0
+    ``configure`` exports over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+    """
+    telemetry = configure(sink=sink, set_global=False)
+    enable_run_metrics(tracer_provider=telemetry.tracer_provider)
+    return telemetry
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return demo_command.demo(args, _configure_telemetry)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG, description="Observe Apache DataFusion runs; browse the run store."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="PATH", help="run store folder")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    demo = commands.add_parser("demo", parents=[common], help="run the 22 TPC-H queries")
+    demo.add_argument("--scale", type=float, default=0.1, help="TPC-H scale factor (0.1)")
+    demo.add_argument("--data-dir", metavar="PATH", help="TPC-H data folder (cached)")
+    demo.add_argument("--queries", metavar="N,N", help="only these queries, e.g. 1,6,15")
+    demo.set_defaults(func=_demo)
+
+    runs = commands.add_parser("runs", parents=[common], help="list recent runs")
+    runs.add_argument("--limit", type=int, default=20, help="number of runs (20)")
+    runs.set_defaults(func=browse.runs)
+
+    show = commands.add_parser("show", parents=[common], help="show one run")
+    show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix")
+    show.set_defaults(func=browse.show)
+
+    stats = commands.add_parser("stats", parents=[common], help="per-label statistics")
+    stats.set_defaults(func=browse.stats)
+
+    sql = commands.add_parser("sql", parents=[common], help="run SQL over the store")
+    sql.add_argument("query", metavar="QUERY", help="tables: " + ", ".join(_TABLES))
+    sql.set_defaults(func=browse.sql)
+    return parser
+
+
+_TABLES = ("runs", "plan_artifacts", "operator_metrics", "cache_state", "artifacts")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,13 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The process exit code.
+        The process exit code: 0 on success, 1 for a user error, 2 for a usage error.
     """
-    parser = argparse.ArgumentParser(prog="datafusion-otel", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run a small tracked query").set_defaults(func=_demo)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage message
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        code: int = args.func(args)
+    except (StoreError, TpchError) as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

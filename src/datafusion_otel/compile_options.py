@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from datafusion_otel import attributes as attr
 from datafusion_otel.sanitize import SqlTextPolicy
 
 __all__ = [
@@ -71,9 +72,9 @@ PlanArtifactsHook = Callable[[Mapping[str, object]], None]
 
 
 def default_artifact_dir() -> Path:
-    """Return ``$DATAFUSION_OTEL_HOME/artifacts`` or ``./.datafusion-otel/artifacts``."""
-    home = os.environ.get("DATAFUSION_OTEL_HOME") or ".datafusion-otel"
-    return Path(home) / "artifacts"
+    """Return ``$DATAFUSION_OTEL_HOME/explain`` or ``./.datafusion-otel/explain``."""
+    home = os.environ.get(attr.HOME_ENV) or attr.DEFAULT_HOME
+    return Path(home) / "explain"
 
 
 @dataclass(frozen=True)
