@@ -15,6 +15,7 @@ from __future__ import annotations
 from datafusion_otel._delivery import DeliveryStats
 from datafusion_otel.config import Telemetry, configure, force_flush
 from datafusion_otel.diagnostics import DiagnosticsCollector, DiagnosticsSink
+from datafusion_otel.instrumentation import DataFusionInstrumentor
 from datafusion_otel.processor import DiagnosticsSpanProcessor
 from datafusion_otel.runs import (
     DataFusionRun,
@@ -43,6 +44,7 @@ __all__ = [
     "DATAFUSION_OPERATOR_METRICS_V1",
     "DATAFUSION_PLAN_ARTIFACTS_V1",
     "DATAFUSION_RUNS_V1",
+    "DataFusionInstrumentor",
     "DataFusionRun",
     "DataFusionRunWarning",
     "DeliveryStats",
