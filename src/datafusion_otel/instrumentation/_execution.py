@@ -104,9 +104,7 @@ class Tracing:
                 self._provider, self._tracer = provider, tracer
         return provider, tracer
 
-    def begin(
-        self, method: str, summary: QuerySummary, info: QueryInfo
-    ) -> Execution | None:
+    def begin(self, method: str, summary: QuerySummary, info: QueryInfo) -> Execution | None:
         """Start the span of one execution; None if that failed (the query runs untraced)."""
         try:
             return self._begin(method, summary, info)

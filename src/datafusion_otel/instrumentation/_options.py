@@ -75,9 +75,7 @@ class InstrumentationOptions:
             TypeError: If a flag is not a bool.
         """
         if self.sql_text not in _SQL_TEXT_POLICIES:
-            raise ValueError(
-                f"sql_text must be one of {_SQL_TEXT_POLICIES}, got {self.sql_text!r}"
-            )
+            raise ValueError(f"sql_text must be one of {_SQL_TEXT_POLICIES}, got {self.sql_text!r}")
         for name in ("capture_plan_artifacts", "auto_run"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
