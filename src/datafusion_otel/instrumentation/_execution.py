@@ -44,6 +44,7 @@ __all__ = ["Execution", "Tracing", "inside_instrumented_call", "internal_error"]
 
 _LOG = logging.getLogger("datafusion_otel.instrumentation")
 _AUTO_RUN_METADATA = json_dumps({"auto_run": True})
+_OK = Status(StatusCode.OK)
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "datafusion_otel_inside_instrumented_call", default=False
 )
@@ -92,6 +93,7 @@ class Tracing:
         self.active = True
         self._provider: trace.TracerProvider | None = None
         self._tracer: trace.Tracer | None = None
+        self._with_processor: trace.TracerProvider | None = None
         self._lock = threading.Lock()
 
     def tracer(self) -> tuple[trace.TracerProvider, trace.Tracer]:
@@ -138,8 +140,9 @@ class Tracing:
             attributes[attr.RUN_LABEL] = name
             attributes[attr.RUN_STATUS] = "running"
             attributes[attr.RUN_METADATA] = _AUTO_RUN_METADATA
-            if isinstance(provider, SdkTracerProvider):
+            if provider is not self._with_processor and isinstance(provider, SdkTracerProvider):
                 processor_for(provider)  # rows of auto runs reach the diagnostics tables
+                self._with_processor = provider
         span = tracer.start_span(
             name,
             context=otel_context.Context() if is_run else None,
@@ -211,32 +214,26 @@ class Execution:
             self._ended = True
         try:
             span = self.span
+            ending: dict[str, AttributeValue] = dict(extra) if extra else {}
             if rows is not None:
-                span.set_attribute(attr.DB_RESPONSE_RETURNED_ROWS, rows)
+                ending[attr.DB_RESPONSE_RETURNED_ROWS] = rows
             if partitions is not None:
-                span.set_attribute(attr.DATAFUSION_PARTITION_COUNT, partitions)
-            if extra:
-                span.set_attributes(extra)
+                ending[attr.DATAFUSION_PARTITION_COUNT] = partitions
             if error is not None:
                 error_type = type(error).__qualname__
                 span.record_exception(error, escaped=True)
-                span.set_attribute(attr.ERROR_TYPE, error_type)
+                ending[attr.ERROR_TYPE] = error_type
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
                 if self.is_run:
-                    span.set_attribute(attr.RUN_STATUS, "failed")
-                    span.set_attribute(
-                        attr.RUN_METADATA,
-                        json_dumps(
-                            {
-                                "auto_run": True,
-                                "error_type": error_type,
-                                "error_message": str(error),
-                            }
-                        ),
+                    ending[attr.RUN_STATUS] = "failed"
+                    ending[attr.RUN_METADATA] = json_dumps(
+                        {"auto_run": True, "error_type": error_type, "error_message": str(error)}
                     )
             elif self.is_run:
-                span.set_attribute(attr.RUN_STATUS, "completed")
-                span.set_status(Status(StatusCode.OK))
+                ending[attr.RUN_STATUS] = "completed"
+                span.set_status(_OK)
+            if ending:
+                span.set_attributes(ending)
             span.end()
         except Exception:
             internal_error("ending an execution span")
