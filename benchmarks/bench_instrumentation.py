@@ -161,7 +161,8 @@ def main() -> int:
         print(f"{path.stem:>5} {plain:10.2f} {traced:10.2f} {delta:14.3f}")
     print(f"median delta over {len(deltas)} TPC-H queries: {statistics.median(deltas):.3f} ms")
     fixed = fixed_cost(ctx, args.fixed_iterations, args.in_run)
-    print(f"fixed cost per execution (one-row query, {args.fixed_iterations} calls): {fixed:.3f} ms")
+    calls = args.fixed_iterations
+    print(f"fixed cost per execution (one-row query, {calls} calls): {fixed:.3f} ms")
     provider.shutdown()
     return 0
 
