@@ -16,6 +16,7 @@ from datafusion_otel._delivery import DeliveryStats
 from datafusion_otel.cache_state import cache_state_rows, record_cache_state
 from datafusion_otel.config import Telemetry, configure, force_flush
 from datafusion_otel.diagnostics import DiagnosticsCollector, DiagnosticsSink
+from datafusion_otel.instrumentation import DataFusionInstrumentor
 from datafusion_otel.metrics import RunMetricsSpanProcessor, enable_run_metrics
 from datafusion_otel.processor import DiagnosticsSpanProcessor
 from datafusion_otel.rollups import summarize_runs
@@ -47,6 +48,7 @@ __all__ = [
     "DATAFUSION_OPERATOR_METRICS_V1",
     "DATAFUSION_PLAN_ARTIFACTS_V1",
     "DATAFUSION_RUNS_V1",
+    "DataFusionInstrumentor",
     "DataFusionRun",
     "DataFusionRunWarning",
     "DeliveryStats",

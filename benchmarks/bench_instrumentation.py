@@ -1,0 +1,171 @@
+"""Overhead of DataFusionInstrumentor in span-only mode (no artifact capture).
+
+Usage:
+    uv run python benchmarks/bench_instrumentation.py [--scale 0.1] [--rounds 7]
+
+For each TPC-H query (data made with ``tpchgen-cli`` at the given scale factor, cached under
+``benchmarks/.data``), the query runs alternately uninstrumented and instrumented in the same
+process, ``--rounds`` times each; the script prints per query the median time of both and the
+delta per execution (a query file may hold several statements: q15 creates and drops a view),
+then the median of the per-query deltas. Query times vary by a few percent from run to run, so
+a per-query delta is noisy; the fixed cost per execution is measured precisely at the end on a
+one-row query over thousands of alternating iterations.
+
+Spans go to an SDK TracerProvider with a BatchSpanProcessor and an exporter that drops them,
+plus the package's DiagnosticsSpanProcessor (what ``datafusion_otel.configure`` sets up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from datafusion import SessionContext
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from datafusion_otel import DataFusionInstrumentor, configure, tracked_run
+
+HERE = Path(__file__).resolve().parent
+TABLES = ("customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier")
+
+
+class DropExporter(SpanExporter):
+    """Accepts spans and drops them (the export path runs, nothing is kept)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def ensure_data(scale: float) -> Path:
+    out = HERE / ".data" / f"tpch-sf{scale}"
+    if not all((out / f"{t}.parquet").exists() for t in TABLES):
+        out.mkdir(parents=True, exist_ok=True)
+        cli = Path(sys.executable).parent / "tpchgen-cli"
+        subprocess.run(
+            [str(cli), "parquet", "-s", str(scale), "--output-dir", str(out)], check=True
+        )
+    return out
+
+
+def queries_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    local = HERE / "tpch-queries"
+    return local if local.exists() else HERE.parent.parent / "shared/reference/tpch-queries"
+
+
+def statements(path: Path) -> list[str]:
+    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def run_query(ctx: SessionContext, stmts: list[str]) -> None:
+    for stmt in stmts:
+        ctx.sql(stmt).collect()
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - start) / 1e6
+
+
+def alternate(fn: Callable[[], object], rounds: int, in_run: bool) -> tuple[float, float]:
+    """Median ms of ``fn`` uninstrumented and instrumented, alternating each round."""
+    instrumentor = DataFusionInstrumentor()
+    plain: list[float] = []
+    traced: list[float] = []
+    for i in range(rounds * 2):
+        on = i % 2 == 1
+        if on:
+            instrumentor.instrument()
+        try:
+            if in_run:
+                with tracked_run(label="bench"):
+                    elapsed = timed(fn)
+            else:
+                elapsed = timed(fn)
+        finally:
+            if on:
+                instrumentor.uninstrument()
+        (traced if on else plain).append(elapsed)
+    return statistics.median(plain), statistics.median(traced)
+
+
+def fixed_cost(ctx: SessionContext, iterations: int, in_run: bool) -> float:
+    """Median extra ms per execution on a one-row query (blocks of 50 calls, alternating)."""
+    instrumentor = DataFusionInstrumentor()
+    deltas: list[float] = []
+    block = 50
+
+    def run_block() -> float:
+        start = time.perf_counter_ns()
+        for _ in range(block):
+            ctx.sql("SELECT a FROM one").collect()
+        return (time.perf_counter_ns() - start) / 1e6 / block
+
+    for _ in range(iterations // block):
+        plain = run_block()
+        instrumentor.instrument()
+        try:
+            if in_run:
+                with tracked_run(label="bench"):
+                    traced = run_block()
+            else:
+                traced = run_block()
+        finally:
+            instrumentor.uninstrument()
+        deltas.append(traced - plain)
+    return statistics.median(deltas)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.1)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--queries", default=None, help="directory of q1.sql ... q22.sql")
+    parser.add_argument("--fixed-iterations", type=int, default=4000)
+    parser.add_argument("--in-run", action="store_true", help="inside tracked_run, no auto run")
+    args = parser.parse_args()
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
+    configure(tracer_provider=provider)
+
+    data = ensure_data(args.scale)
+    ctx = SessionContext()
+    for table in TABLES:
+        ctx.register_parquet(table, str(data / f"{table}.parquet"))
+    ctx.from_pydict({"a": [1]}, name="one")
+    qdir = queries_dir(args.queries)
+    files = sorted(qdir.glob("q*.sql"), key=lambda p: int(p.stem[1:]))
+    mode = "inside tracked_run" if args.in_run else "auto_run (each execution is a run)"
+    print(f"span-only overhead, TPC-H SF {args.scale}, {args.rounds} rounds, {mode}")
+    print(f"{'query':>5} {'plain ms':>10} {'traced ms':>10} {'delta ms/exec':>14}")
+    deltas: list[float] = []
+    for path in files:
+        stmts = statements(path)
+        run_query(ctx, stmts)  # warm up caches
+        plain, traced = alternate(lambda s=stmts: run_query(ctx, s), args.rounds, args.in_run)
+        delta = (traced - plain) / len(stmts)
+        deltas.append(delta)
+        print(f"{path.stem:>5} {plain:10.2f} {traced:10.2f} {delta:14.3f}")
+    print(f"median delta over {len(deltas)} TPC-H queries: {statistics.median(deltas):.3f} ms")
+    fixed = fixed_cost(ctx, args.fixed_iterations, args.in_run)
+    calls = args.fixed_iterations
+    print(f"fixed cost per execution (one-row query, {calls} calls): {fixed:.3f} ms")
+    provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

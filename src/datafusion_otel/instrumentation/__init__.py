@@ -1,0 +1,151 @@
+"""Auto-instrumentation: every DataFusion execution traced once, with no code change.
+
+Usage:
+    >>> from datafusion_otel import DataFusionInstrumentor
+    >>> DataFusionInstrumentor().instrument()          # doctest: +SKIP
+    >>> DataFusionInstrumentor().uninstrument()        # doctest: +SKIP
+
+or, with no code change at all, ``opentelemetry-instrument python app.py`` (entry point
+``datafusion`` in the ``opentelemetry_instrumentor`` group).
+
+Each user call that executes a query (``collect``, ``to_pandas``, ``count``, ``write_parquet``,
+streams, ``pa.table(df)``, DDL through ``SessionContext.sql``...) gives exactly one span named
+after ``db.query.summary`` (``"SELECT lineitem orders"``), with the database semantic
+convention attributes and ``datafusion.*`` attributes. See `_wrappers` for the list of
+methods and `_execution` for where the spans go (child of the active run, or a run of its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Collection
+from typing import Any
+
+from datafusion import DataFrame, SessionContext
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,  # mypy does not see the class in 0.66b2; it is there at run time
+)
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from datafusion_otel.instrumentation._execution import Tracing
+from datafusion_otel.instrumentation._options import InstrumentationOptions, resolve_options
+from datafusion_otel.instrumentation._streams import TracedRecordBatchStream
+from datafusion_otel.instrumentation._wrappers import (
+    CONTEXT_METHODS,
+    DATAFRAME_METHODS,
+    make_wrapper,
+)
+from datafusion_otel.instrumentation.package import _instruments
+from datafusion_otel.instrumentation.version import __version__
+from datafusion_otel.sanitize import SqlTextPolicy
+
+__all__ = [
+    "DataFusionInstrumentationWarning",
+    "DataFusionInstrumentor",
+    "InstrumentationOptions",
+    "TracedRecordBatchStream",
+    "__version__",
+]
+
+_LOG = logging.getLogger("datafusion_otel.instrumentation")
+_MISSING = object()
+
+
+class DataFusionInstrumentationWarning(UserWarning):
+    """Warns about an instrumentation call that was ignored (for example a second instrument)."""
+
+
+class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """OpenTelemetry instrumentor for Apache DataFusion (``datafusion`` Python bindings).
+
+    A singleton, like every ``BaseInstrumentor``: ``DataFusionInstrumentor()`` always returns
+    the same object.
+    """
+
+    _lock = threading.Lock()
+    _tracing: Tracing | None = None
+    _originals: dict[tuple[type, str], object]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """Return the instrumented library's requirement (``datafusion >= 55, < 56``)."""
+        return _instruments
+
+    @property
+    def options(self) -> InstrumentationOptions | None:
+        """The options in force, or None when not instrumented."""
+        return self._tracing.options if self._tracing is not None else None
+
+    def instrument(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        capture_plan_artifacts: bool | None = None,
+        sql_text: SqlTextPolicy | None = None,
+        auto_run: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Patch DataFusion so that every execution is traced.
+
+        Options not given are read from the environment (see `_options`), then defaulted.
+
+        Args:
+            tracer_provider: Provider of execution spans; default: the provider that creates
+                runs (`datafusion_otel.config.resolve_provider`), resolved per execution.
+            meter_provider: Accepted for the ``BaseInstrumentor`` contract; unused for now.
+            capture_plan_artifacts: Attach plan artifacts and operator metrics to each
+                execution span (default False: span-only mode).
+            sql_text: ``"sanitized"`` (default), ``"raw"`` or ``"off"`` for ``db.query.text``.
+            auto_run: An execution outside any run or span becomes its own run (default True).
+            **kwargs: Passed to ``BaseInstrumentor.instrument`` (``skip_dep_check``...).
+
+        Raises:
+            ValueError: If an option has an invalid value (nothing is patched then).
+        """
+        if self.is_instrumented_by_opentelemetry:
+            warnings.warn(
+                "DataFusionInstrumentor is already instrumented; instrument() ignored "
+                "(call uninstrument() first to change options)",
+                DataFusionInstrumentationWarning,
+                stacklevel=2,
+            )
+            return
+        options = resolve_options(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            capture_plan_artifacts=capture_plan_artifacts,
+            sql_text=sql_text,
+            auto_run=auto_run,
+        )
+        super().instrument(options=options, **kwargs)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        options = kwargs.get("options")
+        if not isinstance(options, InstrumentationOptions):
+            options = resolve_options()
+        with self._lock:
+            tracing = Tracing(options)
+            originals: dict[tuple[type, str], object] = {}
+            patches: list[tuple[type, str]] = [(DataFrame, n) for n in DATAFRAME_METHODS]
+            patches += [(SessionContext, n) for n in CONTEXT_METHODS]
+            for cls, name in patches:
+                original = cls.__dict__.get(name, _MISSING)
+                if not callable(original):
+                    _LOG.debug("%s.%s not found; not instrumented", cls.__name__, name)
+                    continue
+                originals[(cls, name)] = original
+                setattr(cls, name, make_wrapper(cls, name, original, tracing))
+            self._originals = originals
+            self._tracing = tracing
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        with self._lock:
+            if self._tracing is not None:
+                self._tracing.active = False  # wrappers still referenced elsewhere pass through
+            for (cls, name), original in getattr(self, "_originals", {}).items():
+                setattr(cls, name, original)
+            self._originals = {}
+            self._tracing = None

@@ -1,0 +1,368 @@
+"""The wrappers patched onto ``datafusion.DataFrame`` and ``datafusion.SessionContext``.
+
+Each wrapper first asks `is_instrumentation_enabled()` and whether it runs inside another
+instrumented call (a context variable): nested calls (``tail`` -> ``count``, ``__iter__`` ->
+``execute_stream``, ``sql_with_options`` -> ``sql``, ``write_parquet`` ->
+``write_parquet_with_options``, and everything the artifact bridge runs) delegate straight to
+the original, so each user call gives exactly one execution span.
+
+Re-routing (only with ``capture_plan_artifacts=True``), so operator metrics exist:
+
+* ``count`` runs the same ``count(*)`` aggregate as DataFusion, as a DataFrame it keeps;
+* ``__arrow_c_stream__`` (``pa.table(df)``, ``polars.DataFrame(df)``) reads through
+  ``execute_stream`` when no ``requested_schema`` is given.
+
+Not re-routed, so the bridge gets them with ``executed=False`` (plans, no runtime metrics):
+``show`` (its printed format is DataFusion's own), ``collect_column``, ``cache``, ``describe``,
+``tail`` and ``write_*`` (DataFusion plans the write sink internally), and
+``__arrow_c_stream__`` with a ``requested_schema``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+from datafusion import DataFrame, SessionContext
+from datafusion import functions as f
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+from datafusion_otel.instrumentation._execution import (
+    Execution,
+    Tracing,
+    inside_instrumented_call,
+    internal_error,
+    is_inside,
+)
+from datafusion_otel.instrumentation._query import (
+    QueryInfo,
+    info_for,
+    is_eager_statement,
+    remember,
+    sql_summary,
+    summary_for,
+)
+from datafusion_otel.instrumentation._streams import (
+    StreamGroup,
+    TracedRecordBatchStream,
+    traced_batches,
+)
+from datafusion_otel.sanitize import QuerySummary
+
+__all__ = ["CONTEXT_METHODS", "DATAFRAME_METHODS", "MethodSpec", "make_wrapper"]
+
+ResultKind = Literal["value", "stream", "streams", "capsule", "dataframe"]
+
+
+def _batches_rows(batches: list[Any]) -> int:
+    return sum(b.num_rows for b in batches)
+
+
+def _pydict_rows(result: dict[str, list[Any]]) -> int:
+    return len(next(iter(result.values()))) if result else 0
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one execution method is traced.
+
+    Attributes:
+        kind: What the method returns: a value, a stream, a list of streams, an Arrow C stream
+            capsule, or a new DataFrame (``cache``, ``tail``, ``describe``).
+        rows: Returns ``db.response.returned_rows`` from the result, if it tells.
+        keeps_plan: The DataFrame keeps the executed plan afterwards (partition count and
+            operator metrics are readable without re-planning).
+        same_query: The returned DataFrame holds the same query (its later executions are
+            named like this one).
+    """
+
+    kind: ResultKind = "value"
+    rows: Callable[[Any], int] | None = None
+    keeps_plan: bool = False
+    same_query: bool = False
+
+
+DATAFRAME_METHODS: dict[str, MethodSpec] = {
+    "collect": MethodSpec(rows=_batches_rows, keeps_plan=True),
+    "collect_partitioned": MethodSpec(
+        rows=lambda parts: sum(_batches_rows(p) for p in parts), keeps_plan=True
+    ),
+    "collect_column": MethodSpec(rows=len),
+    "to_arrow_table": MethodSpec(rows=lambda t: t.num_rows, keeps_plan=True),
+    "to_pandas": MethodSpec(rows=len, keeps_plan=True),
+    "to_polars": MethodSpec(rows=len, keeps_plan=True),
+    "to_pylist": MethodSpec(rows=len, keeps_plan=True),
+    "to_pydict": MethodSpec(rows=_pydict_rows, keeps_plan=True),
+    "count": MethodSpec(rows=int),
+    "show": MethodSpec(),
+    "tail": MethodSpec(kind="dataframe", same_query=True),
+    "cache": MethodSpec(kind="dataframe", same_query=True),
+    "describe": MethodSpec(kind="dataframe"),
+    "execute_stream": MethodSpec(kind="stream", keeps_plan=True),
+    "execute_stream_partitioned": MethodSpec(kind="streams", keeps_plan=True),
+    "__iter__": MethodSpec(kind="stream", keeps_plan=True),
+    "__aiter__": MethodSpec(kind="stream", keeps_plan=True),
+    "__arrow_c_stream__": MethodSpec(kind="capsule"),
+    "write_csv": MethodSpec(),
+    "write_json": MethodSpec(),
+    "write_parquet": MethodSpec(),
+    "write_parquet_with_options": MethodSpec(),
+    "write_table": MethodSpec(),
+}
+"""Every ``DataFrame`` method that executes, and how it is traced."""
+
+CONTEXT_METHODS: tuple[str, ...] = ("sql", "sql_with_options", "execute")
+"""``SessionContext`` methods that are patched."""
+
+
+class _CapsuleHolder:
+    """Hands an already exported Arrow C stream capsule to ``pa.RecordBatchReader.from_stream``."""
+
+    def __init__(self, capsule: object) -> None:
+        self._capsule = capsule
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        return self._capsule
+
+
+def make_wrapper(
+    cls: type, name: str, original: Callable[..., Any], tracing: Tracing
+) -> Callable[..., Any]:
+    """Return the instrumented replacement of ``cls.name``.
+
+    Args:
+        cls: ``DataFrame`` or ``SessionContext``.
+        name: Method name.
+        original: The original function object (restored by ``uninstrument``).
+        tracing: Options and tracer of the active instrumentation.
+
+    Returns:
+        A function with the original's name, docstring and signature metadata.
+    """
+    if cls is SessionContext:
+        handler: Callable[..., Any] = (
+            _traced_context_execute if name == "execute" else _traced_context_sql
+        )
+        method = f"SessionContext.{name}"
+    else:
+        spec = DATAFRAME_METHODS[name]
+        handler = functools.partial(_traced_dataframe_call, spec)
+        method = f"DataFrame.{name}"
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not tracing.active or is_inside() or not is_instrumentation_enabled():
+            return original(self, *args, **kwargs)
+        with inside_instrumented_call():
+            return handler(
+                tracing, method=method, original=original, target=self, args=args, kwargs=kwargs
+            )
+
+    return wrapper
+
+
+def _traced_dataframe_call(
+    spec: MethodSpec,
+    tracing: Tracing,
+    *,
+    method: str,
+    original: Callable[..., Any],
+    target: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    df = target
+    try:
+        info = info_for(df)
+        summary = summary_for(df, info)
+    except Exception:
+        internal_error(f"naming {method}")
+        return original(df, *args, **kwargs)
+    execution = tracing.begin(method, summary, info)
+    if execution is None:
+        return original(df, *args, **kwargs)
+    capture = tracing.options.capture_plan_artifacts
+    if spec.kind == "capsule":
+        return _arrow_c_stream(execution, original, df, args, kwargs, capture=capture)
+    executed_df = df
+    execution.activate()
+    try:
+        if capture and method == "DataFrame.count" and not args and not kwargs:
+            result, executed_df = _count_keeping_plan(df)
+        else:
+            result = original(df, *args, **kwargs)
+    except BaseException as exc:
+        execution.deactivate()
+        execution.capture(executed_df, executed=spec.keeps_plan or executed_df is not df)
+        execution.end(error=exc)
+        raise
+    execution.deactivate()
+    if spec.kind in ("stream", "streams"):
+        return _traced_streams(execution, df, result, streams=spec.kind == "streams")
+    try:
+        rows = spec.rows(result) if spec.rows is not None else None
+        partitions = None
+        if spec.kind == "value" and isinstance(result, list) and method.endswith("partitioned"):
+            partitions = len(result)
+        elif spec.keeps_plan:
+            partitions = df.execution_plan().partition_count
+        if spec.same_query and isinstance(result, DataFrame):
+            remember(result, info)
+    except Exception:
+        internal_error(f"reading the result of {method}")
+        rows = partitions = None
+    execution.capture(executed_df, executed=spec.keeps_plan or executed_df is not df)
+    execution.end(rows=rows, partitions=partitions)
+    return result
+
+
+def _count_keeping_plan(df: Any) -> tuple[int, Any]:
+    """Count rows like ``DataFrame.count`` but through a DataFrame that keeps its plan."""
+    try:
+        counting = df.aggregate([], [f.count_star()])
+    except Exception:
+        internal_error("re-routing count")
+        return int(df.count()), df
+    batches = counting.collect()
+    return int(batches[0].column(0)[0].as_py()), counting
+
+
+def _traced_streams(execution: Execution, df: Any, result: Any, *, streams: bool) -> Any:
+    try:
+        if streams:
+            group = StreamGroup(execution, len(result), df, partitions=len(result))
+            return [TracedRecordBatchStream(s, group) for s in result]
+        partitions = None
+        try:
+            partitions = df.execution_plan().partition_count
+        except Exception:
+            internal_error("reading the partition count of a stream")
+        return TracedRecordBatchStream(result, StreamGroup(execution, 1, df, partitions))
+    except Exception:
+        internal_error("tracing a stream")
+        execution.end()
+        return result
+
+
+def _arrow_c_stream(
+    execution: Execution,
+    original: Callable[..., Any],
+    df: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    capture: bool,
+) -> object:
+    """Export ``df`` as an Arrow C stream whose span ends when the consumer is done with it."""
+    requested = args[0] if args else kwargs.get("requested_schema")
+    if capture and requested is None:
+        try:
+            stream = df.execute_stream()
+            first = next(stream, None)
+            head = [] if first is None else [first.to_pyarrow()]
+            schema = head[0].schema if head else df.schema()
+            batches = itertools.chain(head, (b.to_pyarrow() for b in stream))
+        except BaseException as exc:
+            execution.capture(df, executed=True)
+            execution.end(error=exc)
+            raise
+        group = StreamGroup(execution, 1, df)
+        reader = pa.RecordBatchReader.from_batches(schema, traced_batches(batches, group))
+        return reader.__arrow_c_stream__()
+    try:
+        capsule = original(df, *args, **kwargs)
+    except BaseException as exc:
+        execution.end(error=exc)
+        raise
+    try:
+        inner = pa.RecordBatchReader.from_stream(_CapsuleHolder(capsule))
+        group = StreamGroup(execution, 1, df if capture else None)
+        reader = pa.RecordBatchReader.from_batches(inner.schema, traced_batches(inner, group))
+        return reader.__arrow_c_stream__()
+    except Exception:
+        internal_error("tracing an Arrow C stream")
+        execution.end()
+        return capsule
+
+
+def _traced_context_sql(
+    tracing: Tracing,
+    *,
+    method: str,
+    original: Callable[..., Any],
+    target: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    ctx = target
+    query = args[0] if args else kwargs.get("query")
+    if not isinstance(query, str):
+        return original(ctx, *args, **kwargs)
+    try:
+        info = QueryInfo(sql=query, session_id=ctx.session_id(), ctx_ref=weakref.ref(ctx))
+        eager = is_eager_statement(query)
+    except Exception:
+        internal_error("remembering SQL")
+        return original(ctx, *args, **kwargs)
+    if not eager:  # lazy: the returned DataFrame executes later and is named from ``query``
+        result = original(ctx, *args, **kwargs)
+        try:
+            remember(result, info)
+        except Exception:
+            internal_error("remembering SQL")
+        return result
+    execution = tracing.begin(method, sql_summary(query), info)
+    if execution is None:
+        return original(ctx, *args, **kwargs)
+    execution.activate()
+    try:
+        result = original(ctx, *args, **kwargs)
+    except BaseException as exc:
+        execution.deactivate()
+        execution.end(error=exc)
+        raise
+    execution.deactivate()
+    execution.end()
+    return result
+
+
+def _traced_context_execute(
+    tracing: Tracing,
+    *,
+    method: str,
+    original: Callable[..., Any],
+    target: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    ctx = target
+    try:
+        info = QueryInfo(session_id=ctx.session_id())
+        summary = QuerySummary("EXECUTE", ())
+    except Exception:
+        internal_error("naming SessionContext.execute")
+        return original(ctx, *args, **kwargs)
+    execution = tracing.begin(method, summary, info)
+    if execution is None:
+        return original(ctx, *args, **kwargs)
+    execution.activate()
+    try:
+        result = original(ctx, *args, **kwargs)
+    except BaseException as exc:
+        execution.deactivate()
+        execution.end(error=exc)
+        raise
+    execution.deactivate()
+    try:
+        plan = args[0] if args else kwargs.get("plan")
+        partitions = plan.partition_count if plan is not None else None
+        return TracedRecordBatchStream(result, StreamGroup(execution, 1, None, partitions))
+    except Exception:
+        internal_error("tracing SessionContext.execute")
+        execution.end()
+        return result
