@@ -55,7 +55,7 @@ class SilentServer:
 
 
 class ReceiverProcess:
-    """The OTLP/HTTP receiver of ``otlp_receiver.py`` in its own process, killable and restartable."""
+    """The receiver of ``otlp_receiver.py`` in its own process: killable, restartable."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port if port is not None else closed_port()

@@ -29,8 +29,8 @@ class Handles:
         return telemetry
 
 
-@pytest.fixture
-def fresh_otel() -> Iterator[Handles]:
+@pytest.fixture(name="handles")
+def handles_fixture() -> Iterator[Handles]:
     """No global provider, no configured provider; handles shut down (0.5 s) afterwards."""
     _forget_global_provider()
     handles = Handles()

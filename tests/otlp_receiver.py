@@ -23,7 +23,7 @@ _spans: list[dict[str, object]] = []
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_POST(self) -> None:

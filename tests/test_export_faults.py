@@ -9,14 +9,14 @@ import time
 
 import pytest
 from datafusion import SessionContext
-from listeners import ReceiverProcess, SilentServer, closed_port
-from otel_state import Handles, fresh_otel  # noqa: F401
 
 import datafusion_otel
 from datafusion_otel import DiagnosticsCollector, tracked_run
 from datafusion_otel.export import BatchOptions
+from listeners import ReceiverProcess, SilentServer, closed_port
+from otel_state import Handles, handles_fixture  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("fresh_otel")
+pytestmark = pytest.mark.usefixtures("handles")
 
 FAST = BatchOptions(schedule_delay=0.05)
 # A query plus its run bookkeeping takes a few ms here; export work must add nothing visible.
@@ -49,10 +49,10 @@ def _rows(sink: DiagnosticsCollector) -> list[dict[str, object]]:
 
 
 def test_refused_connection_costs_queries_nothing_and_is_counted(
-    ctx: SessionContext, fresh_otel: Handles
+    ctx: SessionContext, handles: Handles
 ) -> None:
     sink = DiagnosticsCollector()
-    telemetry = fresh_otel.add(
+    telemetry = handles.add(
         datafusion_otel.configure(
             endpoint=f"http://127.0.0.1:{closed_port()}", timeout=1, sink=sink, batch=FAST
         )
@@ -69,9 +69,9 @@ def test_refused_connection_costs_queries_nothing_and_is_counted(
     assert {row["run_id"] for row in _rows(sink)} == set(ids)
 
 
-def test_grpc_refused_connection_is_counted(ctx: SessionContext, fresh_otel: Handles) -> None:
+def test_grpc_refused_connection_is_counted(ctx: SessionContext, handles: Handles) -> None:
     sink = DiagnosticsCollector()
-    telemetry = fresh_otel.add(
+    telemetry = handles.add(
         datafusion_otel.configure(
             endpoint=f"http://127.0.0.1:{closed_port()}",
             protocol="grpc",
@@ -80,7 +80,7 @@ def test_grpc_refused_connection_is_counted(ctx: SessionContext, fresh_otel: Han
             batch=FAST,
         )
     )
-    ids, slowest = _runs(ctx, 10, "refused-grpc")
+    _, slowest = _runs(ctx, 10, "refused-grpc")
     assert slowest < QUERY_BOUND_S
     assert telemetry.force_flush(timeout=5) is False
     stats = telemetry.delivery_stats().exporters["otlp"]
@@ -89,12 +89,12 @@ def test_grpc_refused_connection_is_counted(ctx: SessionContext, fresh_otel: Han
 
 
 def test_silent_backend_flush_and_shutdown_keep_their_timeouts(
-    ctx: SessionContext, fresh_otel: Handles
+    ctx: SessionContext, handles: Handles
 ) -> None:
     silent = SilentServer()
     try:
         sink = DiagnosticsCollector()
-        telemetry = fresh_otel.add(
+        telemetry = handles.add(
             datafusion_otel.configure(
                 endpoint=f"http://127.0.0.1:{silent.port}", timeout=30, sink=sink, batch=FAST
             )
@@ -118,11 +118,13 @@ def test_silent_backend_flush_and_shutdown_keep_their_timeouts(
         silent.close()
 
 
-def test_full_queue_drops_are_counted_not_blocking(ctx: SessionContext, fresh_otel: Handles) -> None:
+def test_full_queue_drops_are_counted_not_blocking(
+    ctx: SessionContext, handles: Handles
+) -> None:
     silent = SilentServer()
     try:
         sink = DiagnosticsCollector()
-        telemetry = fresh_otel.add(
+        telemetry = handles.add(
             datafusion_otel.configure(
                 endpoint=f"http://127.0.0.1:{silent.port}",
                 timeout=30,
@@ -130,7 +132,7 @@ def test_full_queue_drops_are_counted_not_blocking(ctx: SessionContext, fresh_ot
                 batch=BatchOptions(max_queue_size=4, max_export_batch_size=2, schedule_delay=0.05),
             )
         )
-        ids, slowest = _runs(ctx, 30, "burst")
+        _, slowest = _runs(ctx, 30, "burst")
         assert slowest < QUERY_BOUND_S
         stats = telemetry.delivery_stats().exporters["otlp"]
         assert stats.dropped > 0
@@ -140,15 +142,15 @@ def test_full_queue_drops_are_counted_not_blocking(ctx: SessionContext, fresh_ot
         silent.close()
 
 
-def test_backend_killed_and_restarted_mid_stream(ctx: SessionContext, fresh_otel: Handles) -> None:
+def test_backend_killed_and_restarted_mid_stream(ctx: SessionContext, handles: Handles) -> None:
     receiver = ReceiverProcess()
     receiver.start()
     try:
         sink = DiagnosticsCollector()
-        telemetry = fresh_otel.add(
+        telemetry = handles.add(
             datafusion_otel.configure(endpoint=receiver.endpoint, timeout=1, sink=sink, batch=FAST)
         )
-        before, slowest_before = _runs(ctx, 10, "before")
+        before, _ = _runs(ctx, 10, "before")
         assert telemetry.force_flush(timeout=5) is True
         assert receiver.trace_ids() >= set(before)
 
