@@ -1,4 +1,4 @@
-"""configure(): settings resolution, attaching to an existing provider, sampling with full tables."""
+"""configure(): settings, attaching to an existing provider, sampling with full local tables."""
 
 from __future__ import annotations
 
@@ -188,9 +188,7 @@ class TestExistingProvider:
         assert telemetry.owns_provider is False
         assert telemetry.exporters == ()  # the env belongs to whoever set the provider up
         ids = _query_runs(2)
-        assert {format(s.context.trace_id, "032x") for s in memory.get_finished_spans()} == set(
-            ids
-        )
+        assert {format(s.context.trace_id, "032x") for s in memory.get_finished_spans()} == set(ids)
         assert set(_rows(sink)) == set(ids)
 
     def test_explicit_endpoint_adds_an_exporter_to_an_existing_provider(

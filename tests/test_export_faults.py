@@ -118,9 +118,7 @@ def test_silent_backend_flush_and_shutdown_keep_their_timeouts(
         silent.close()
 
 
-def test_full_queue_drops_are_counted_not_blocking(
-    ctx: SessionContext, handles: Handles
-) -> None:
+def test_full_queue_drops_are_counted_not_blocking(ctx: SessionContext, handles: Handles) -> None:
     silent = SilentServer()
     try:
         sink = DiagnosticsCollector()
