@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from backends import _stop_group, start_phoenix  # noqa: E402
 from datafusion import SessionContext  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 
 import datafusion_otel  # noqa: E402
+from backends import _stop_group, start_phoenix  # noqa: E402
 from datafusion_otel import attributes as attr  # noqa: E402
 
 QUERIES = {
@@ -69,7 +69,7 @@ def main() -> int:
         project = next(p for p in projects if p["name"] == "default")  # type: ignore[union-attr,index]
         page = f"{phoenix.url}/projects/{project['id']}/traces/{run_id}"
         print(f"run {run_id}: {page}")
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - fixed argv, chromium from PATH
             [
                 chromium,
                 "--headless",
