@@ -134,7 +134,7 @@ class TestSettings:
         ],
     )
     def test_bad_arguments_raise_value_error(self, kwargs: dict[str, object]) -> None:
-        with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+        with pytest.raises(ValueError):
             datafusion_otel.configure(**kwargs)  # type: ignore[arg-type]
 
     def test_bad_batch_options(self) -> None:

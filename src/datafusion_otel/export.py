@@ -325,8 +325,8 @@ def build_span_exporter(settings: OtlpSettings) -> SpanExporter:
     """
     if settings.protocol == "grpc":
         # imported here: grpc costs ~100 ms at import, and only gRPC users need it
-        import grpc  # noqa: PLC0415
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+        import grpc
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
         )
 
@@ -349,10 +349,10 @@ def build_span_exporter(settings: OtlpSettings) -> SpanExporter:
                 else grpc.Compression.NoCompression
             ),
         )
-    from opentelemetry.exporter.otlp.proto.http import (  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http import (
         Compression as HttpCompression,
     )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
 

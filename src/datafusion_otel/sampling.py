@@ -38,7 +38,7 @@ class LocalRecordingSampler(Sampler):
     def __init__(self, inner: Sampler) -> None:
         self.inner = inner
 
-    def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
+    def should_sample(
         self,
         parent_context: Context | None,
         trace_id: int,
