@@ -28,6 +28,13 @@ def run_row(span: ReadableSpan) -> dict[str, object]:
     start_ms = (span.start_time or 0) // _NS_PER_MS
     end_ms = span.end_time // _NS_PER_MS if span.end_time is not None else None
     metadata = attrs.get(attr.RUN_METADATA)
+    metadata_json = metadata if isinstance(metadata, str) else json.dumps({})
+    exported = attrs.get(attr.RUN_EXPORTED)
+    if isinstance(exported, bool):  # whether the run left the process (sampling, exporters)
+        merged = json.loads(metadata_json)
+        if isinstance(merged, dict):
+            merged["exported"] = exported
+            metadata_json = json.dumps(merged)
     return {
         "run_id": str(attrs.get(attr.RUN_ID) or format_trace_id(span.context.trace_id)),
         "label": str(attrs.get(attr.RUN_LABEL, span.name)),
@@ -35,7 +42,7 @@ def run_row(span: ReadableSpan) -> dict[str, object]:
         "end_time_unix_ms": end_ms,
         "status": str(attrs.get(attr.RUN_STATUS, "completed")),
         "duration_ms": end_ms - start_ms if end_ms is not None else None,
-        "metadata": metadata if isinstance(metadata, str) else json.dumps({}),
+        "metadata": metadata_json,
     }
 
 

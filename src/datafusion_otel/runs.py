@@ -23,7 +23,7 @@ from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._delivery import dispatcher
-from datafusion_otel.config import processor_for, resolve_provider
+from datafusion_otel.config import exports_from, processor_for, resolve_provider
 from datafusion_otel.diagnostics import DiagnosticsSink
 
 __all__ = [
@@ -159,6 +159,9 @@ def start_run(
     )
     run_id = format_trace_id(span.get_span_context().trace_id)
     span.set_attribute(attr.RUN_ID, run_id)
+    # sampled out runs are recorded only (RECORD_ONLY): the run row says so
+    exported = span.get_span_context().trace_flags.sampled and exports_from(provider)
+    span.set_attribute(attr.RUN_EXPORTED, exported)
     span.set_attribute(attr.RUN_METADATA, meta_json)
     run = DataFusionRun(
         run_id=run_id,
