@@ -18,7 +18,8 @@ _NS_PER_MS = 1_000_000
 
 def is_run_root(span: ReadableSpan) -> bool:
     """Return True if ``span`` is the root span of a run."""
-    return span.parent is None and bool(span.attributes) and attr.RUN_ID in span.attributes
+    attrs = span.attributes
+    return span.parent is None and attrs is not None and attr.RUN_ID in attrs
 
 
 def run_row(span: ReadableSpan) -> dict[str, object]:

@@ -10,10 +10,11 @@ __all__ = ["main"]
 
 
 def _demo(_args: argparse.Namespace) -> int:
-    from datafusion import SessionContext
+    # imported here so that ``datafusion-otel --help`` stays fast
+    from datafusion import SessionContext  # noqa: PLC0415
 
-    from datafusion_otel.diagnostics import DiagnosticsCollector
-    from datafusion_otel.runs import tracked_run
+    from datafusion_otel.diagnostics import DiagnosticsCollector  # noqa: PLC0415
+    from datafusion_otel.runs import tracked_run  # noqa: PLC0415
 
     sink = DiagnosticsCollector()
     ctx = SessionContext()
