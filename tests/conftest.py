@@ -1,4 +1,4 @@
-"""Shared fixtures: real DataFusion contexts, real OpenTelemetry SDK providers, clean global state."""
+"""Shared fixtures: real DataFusion, real OpenTelemetry SDK providers, clean global state."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -70,10 +70,9 @@ def ctx() -> SessionContext:
     return context
 
 
-def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter with no OpenTelemetry environment configuration."""
+def _run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+    result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
@@ -83,3 +82,9 @@ def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+@pytest.fixture
+def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run code in a fresh interpreter with no OpenTelemetry environment configuration."""
+    return _run_python

@@ -251,17 +251,19 @@ class TestPayloadEvents:
         datafusion_otel.configure(tracer_provider=configured.provider, sink=everything)
         tracer = configured.provider.get_tracer("test")
         row = self._row(QUERY)
-        with tracked_run(label="artifacts", sink=this_run) as run:
-            with tracer.start_as_current_span("query") as span:
-                ctx.sql(QUERY).to_arrow_table()
-                attached = add_payload_event(
-                    span,
-                    "datafusion.plan_artifacts",
-                    {"datafusion.sql.preview": QUERY[:20], "datafusion.partition_count": 1},
-                    table="datafusion_plan_artifacts_v1",
-                    rows=[row],
-                )
-                span_id = f"{span.get_span_context().span_id:016x}"
+        with (
+            tracked_run(label="artifacts", sink=this_run) as run,
+            tracer.start_as_current_span("query") as span,
+        ):
+            ctx.sql(QUERY).to_arrow_table()
+            attached = add_payload_event(
+                span,
+                "datafusion.plan_artifacts",
+                {"datafusion.sql.preview": QUERY[:20], "datafusion.partition_count": 1},
+                table="datafusion_plan_artifacts_v1",
+                rows=[row],
+            )
+            span_id = f"{span.get_span_context().span_id:016x}"
         assert attached is True
         for sink in (everything, this_run):
             (got,) = sink.events_snapshot()["datafusion_plan_artifacts_v1"]

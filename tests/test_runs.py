@@ -195,10 +195,12 @@ class TestFailedRuns:
         [(ValueError("bad input 42"), "ValueError"), (KeyboardInterrupt(), "KeyboardInterrupt")],
     )
     def test_exception_fails_the_run_and_is_reraised(self, configured, sink, ctx, exc, type_name):
-        with pytest.raises(type(exc)) as raised:  # noqa: PT012
-            with tracked_run(label="boom", sink=sink, metadata={"step": 1}) as run:
-                ctx.sql("SELECT 1").to_arrow_table()
-                raise exc
+        with (  # noqa: PT012 - the body must run a query and then raise
+            pytest.raises(type(exc)) as raised,
+            tracked_run(label="boom", sink=sink, metadata={"step": 1}) as run,
+        ):
+            ctx.sql("SELECT 1").to_arrow_table()
+            raise exc
         assert raised.value is exc
         assert current_run() is None
         assert run.status == "failed"
@@ -220,9 +222,11 @@ class TestFailedRuns:
         assert events[0].attributes["exception.message"] == str(exc)
 
     def test_datafusion_error_fails_the_run(self, configured, sink, ctx):
-        with pytest.raises(Exception, match="no_such_table") as raised:  # noqa: PT011
-            with tracked_run(label="sql-error", sink=sink) as run:
-                ctx.sql("SELECT * FROM no_such_table").to_arrow_table()
+        with (
+            pytest.raises(Exception, match="no_such_table") as raised,
+            tracked_run(label="sql-error", sink=sink) as run,
+        ):
+            ctx.sql("SELECT * FROM no_such_table").to_arrow_table()
         assert run.status == "failed"
         assert run.metadata["error_type"] == type(raised.value).__qualname__
         assert "no_such_table" in run.metadata["error_message"]

@@ -178,7 +178,11 @@ class TestCoercion:
 
     def test_join_operators_list_and_tuple(self):
         rows = [
-            {"event_time_unix_ms": 1, "sql": "a", "join_operators": ["HashJoinExec", "CrossJoinExec"]},
+            {
+                "event_time_unix_ms": 1,
+                "sql": "a",
+                "join_operators": ["HashJoinExec", "CrossJoinExec"],
+            },
             {"event_time_unix_ms": 2, "sql": "b", "join_operators": ("SortMergeJoinExec",)},
             {"event_time_unix_ms": 3, "sql": "c", "join_operators": []},
             {"event_time_unix_ms": 4, "sql": "d"},
