@@ -1,8 +1,10 @@
 """Delivery of rows and artifacts to sinks, never blocking or failing the caller.
 
-Sinks that declare ``nonblocking = True`` are called on the caller's thread; every other sink
-is called from one background worker through a bounded queue. A full queue drops the record
-and counts it; a sink that raises is logged once per (sink, record name) and counted.
+Sinks that declare ``nonblocking = True`` are called on the caller's thread, always (so their
+rows are there as soon as the call returns; a call slower than 50 ms is warned about once per
+sink); every other sink is called from one background worker through a bounded queue. A full
+queue drops the record and counts it; a sink that raises is logged once per (sink, record name)
+and counted.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class SinkDispatcher:
         self._dropped = 0
         self._lost_mark = 0
         self._logged: set[tuple[int, str]] = set()
-        self._demoted: set[int] = set()
+        self._warned_slow: set[int] = set()
 
     # -- public ------------------------------------------------------------------------------
     def record_events(
@@ -118,13 +120,19 @@ class SinkDispatcher:
 
     # -- internals ---------------------------------------------------------------------------
     def _submit(self, sink: DiagnosticsSink, name: str, task: _Task) -> None:
-        if getattr(sink, "nonblocking", False) and id(sink) not in self._demoted:
+        if getattr(sink, "nonblocking", False):
+            # Always inline: a wall-clock test cannot tell a slow sink from a thread that waited
+            # for the GIL or the CPU, and moving a sink to the worker would make its rows arrive
+            # late, unannounced, for the rest of the process.
             started = time.monotonic()
             self._run(sink, name, task)
-            if time.monotonic() - started > _SLOW_INLINE_SECONDS:
-                self._demoted.add(id(sink))
+            if time.monotonic() - started > _SLOW_INLINE_SECONDS and id(sink) not in (
+                self._warned_slow
+            ):
+                self._warned_slow.add(id(sink))
                 _LOG.warning(
-                    "sink %r took over %.0f ms for %s; delivering to it in the background",
+                    "sink %r declares nonblocking = True but took over %.0f ms for %s; "
+                    "remove nonblocking to have it called from the background worker",
                     sink,
                     _SLOW_INLINE_SECONDS * 1000,
                     name,

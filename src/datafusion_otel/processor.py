@@ -43,6 +43,7 @@ class DiagnosticsSpanProcessor(SpanProcessor):
     def __init__(self, sink: DiagnosticsSink | None = None) -> None:
         self._sink = sink
         self._errors = 0
+        self._errors_reported = 0
         self._logged_error = False
 
     @property
@@ -61,7 +62,8 @@ class DiagnosticsSpanProcessor(SpanProcessor):
             self._errors += 1
             if not self._logged_error:
                 self._logged_error = True
-                _LOG.exception("could not turn span %r into diagnostics rows", span.name)
+                name = getattr(span, "name", None)  # the span may not be a span at all
+                _LOG.exception("could not turn span %r into diagnostics rows", name)
 
     def _process(self, span: ReadableSpan) -> None:
         tables = event_rows(span)
@@ -92,12 +94,16 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         """Wait up to ``timeout_millis`` for queued rows to reach their sinks.
 
         Returns:
-            False if rows are still pending, or were dropped or failed since the last flush.
+            False if rows are still pending, or were dropped or failed since the last flush,
+            or if a span could not be turned into rows since the last flush.
         """
         started = time.monotonic()
         flushed = dispatcher.force_flush(timeout_millis / 1000)
         _LOG.debug("flushed sinks in %.1f ms", (time.monotonic() - started) * 1000)
-        return flushed and self._errors == 0
+        errors = self._errors
+        clean = errors == self._errors_reported
+        self._errors_reported = errors
+        return flushed and clean
 
     def shutdown(self, timeout_millis: int = 5_000) -> bool:  # type: ignore[override]
         """Flush queued rows, waiting at most ``timeout_millis``.

@@ -228,7 +228,8 @@ def finish_run(
         ``run``, finished.
 
     Raises:
-        ValueError: If ``status`` is not ``"completed"`` or ``"failed"``.
+        ValueError: If ``status`` is not ``"completed"`` or ``"failed"``, or the merged
+            metadata is not JSON serializable (the run is then left running, unchanged).
     """
     if status not in _FINAL_STATUSES:
         raise ValueError(f"status must be one of {_FINAL_STATUSES}, got {status!r}")
@@ -240,6 +241,7 @@ def finish_run(
         )
         return run
     if metadata:
+        json_dumps({**run.metadata, **metadata})  # raises before anything changes
         run.metadata.update(metadata)
     end_ns = time.time_ns()
     run.end_time_unix_ms = end_ns // _NS_PER_MS
