@@ -332,3 +332,32 @@ class TestProcessorRobustness:
             ctx.sql(QUERY).to_arrow_table()
         (row,) = sink.events_snapshot()["datafusion_runs_v1"]
         assert row["run_id"] == run.run_id
+
+
+class TestRoutingEdges:
+    """A run's sink keeps receiving its rows in the less common orders of events."""
+
+    def test_child_span_ending_after_its_run_reaches_the_run_sink(self, configured, sink):
+        tracer = configured.provider.get_tracer("test")
+        with tracked_run(label="outlives", sink=sink) as run:
+            late = tracer.start_span("stream")
+        row = {"event_time_unix_ms": 1, "sql": "SELECT 1", "span_id": None}
+        add_payload_event(
+            late,
+            "datafusion.plan_artifacts",
+            {"x": 1},
+            table="datafusion_plan_artifacts_v1",
+            rows=[row],
+        )
+        late.end()  # after the run's root span
+        (artifact_row,) = sink.events_snapshot()["datafusion_plan_artifacts_v1"]
+        assert artifact_row["run_id"] == run.run_id
+
+    def test_configure_again_replaces_the_package_sink(self, sdk):
+        first, second = DiagnosticsCollector(), DiagnosticsCollector()
+        datafusion_otel.configure(tracer_provider=sdk.provider, sink=first)
+        datafusion_otel.configure(tracer_provider=sdk.provider, sink=second)
+        with tracked_run(label="after-reconfigure"):
+            pass
+        assert "datafusion_runs_v1" not in first.events_snapshot()
+        assert len(second.events_snapshot()["datafusion_runs_v1"]) == 1

@@ -9,6 +9,7 @@ processors see the run's spans.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from datafusion_otel.diagnostics import DiagnosticsSink
@@ -17,6 +18,9 @@ __all__ = ["RunRoute", "lookup", "register", "release"]
 
 _lock = threading.Lock()
 _routes: dict[str, RunRoute] = {}
+_finished: OrderedDict[str, RunRoute] = OrderedDict()
+_FINISHED_KEPT = 4096
+"""Routes of finished runs kept for spans that end after their run's root (streams...)."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,18 @@ def register(run_id: str, sink: DiagnosticsSink, owner: object) -> None:
 def lookup(run_id: str) -> RunRoute | None:
     """Return the route of ``run_id``, if it has one."""
     with _lock:
-        return _routes.get(run_id)
+        return _routes.get(run_id) or _finished.get(run_id)
 
 
 def release(run_id: str) -> None:
-    """Forget the route of ``run_id`` (its root span has been processed)."""
+    """Retire the route of ``run_id`` (its root span has been processed).
+
+    The route is kept among the last few thousand finished runs, so that a child span
+    ending after its run still reaches the run's sink.
+    """
     with _lock:
-        _routes.pop(run_id, None)
+        route = _routes.pop(run_id, None)
+        if route is not None:
+            _finished[run_id] = route
+            while len(_finished) > _FINISHED_KEPT:
+                _finished.popitem(last=False)

@@ -217,10 +217,12 @@ def configure(
                 _LOG.warning("service_name ignored: attaching to an existing TracerProvider")
 
         processor = _processors.get(provider)
-        if processor is None or (sink is not None and processor.sink is not sink):
+        if processor is None:
             processor = DiagnosticsSpanProcessor(sink)
             provider.add_span_processor(processor)
             _processors[provider] = processor
+        elif sink is not None:
+            processor.replace_sink(sink)  # one diagnostics processor per provider
 
         exporters: list[tuple[str, SpanExporter]] = []
         if settings is not None:

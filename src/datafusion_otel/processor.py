@@ -51,6 +51,10 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         """The sink that receives every row this processor produces."""
         return self._sink
 
+    def replace_sink(self, sink: DiagnosticsSink | None) -> None:
+        """Send the rows of spans ending from now on to ``sink`` instead (None: no sink)."""
+        self._sink = sink
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Do nothing: rows are made when spans end."""
 
