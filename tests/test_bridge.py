@@ -311,17 +311,27 @@ def test_span_event_limit_warns_and_counts(caplog):
 
     from datafusion_otel._payloads import payload_stats
 
-    provider = TracerProvider(span_limits=SpanLimits(max_events=2))
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_events=2, max_event_attributes=8))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    sink = DiagnosticsCollector()
     datafusion_otel.configure(tracer_provider=provider)
     try:
-        before = payload_stats()["event_limit_reached"]
+        before = payload_stats()
         ctx = _ctx()
         with caplog.at_level(logging.WARNING, logger="datafusion_otel"):
-            with tracked_run(label="limits"):
-                for _ in range(3):
-                    sql_to_datafusion("SELECT 1", ctx=ctx).to_arrow_table()
-        assert payload_stats()["event_limit_reached"] > before
+            with tracked_run(label="limits", sink=sink):
+                for n in range(3):  # 3 queries x (artifacts + operator metrics) events
+                    sql_to_datafusion(f"SELECT {n} AS x", ctx=ctx).to_arrow_table()
+        after = payload_stats()
+        assert after["event_limit_reached"] >= before["event_limit_reached"] + 4
+        assert after["attribute_limit_reached"] > before["attribute_limit_reached"]
         assert "limit" in caplog.text
+        (root,) = memory.get_finished_spans()
+        assert len(root.events) == 2  # what the SDK exports: the limit
+        events = sink.events_snapshot()
+        assert len(events["datafusion_plan_artifacts_v1"]) == 3  # nothing lost locally
+        assert len({r["plan_hash"] for r in events["datafusion_plan_artifacts_v1"]}) == 3
     finally:
         config.reset()
 

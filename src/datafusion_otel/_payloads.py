@@ -21,7 +21,13 @@ __all__ = ["PayloadEvent", "add_payload_event", "payload_stats"]
 
 _LOG = logging.getLogger("datafusion_otel.payloads")
 _lock = threading.Lock()
-_counts = {"attached": 0, "event_limit_reached": 0, "not_recording": 0}
+_counts = {
+    "attached": 0,
+    "event_limit_reached": 0,
+    "rows_lost": 0,
+    "attribute_limit_reached": 0,
+    "not_recording": 0,
+}
 _warned: set[str] = set()
 
 
@@ -39,6 +45,12 @@ class PayloadEvent(Event):
         super().__init__(name=name, attributes=attributes)
         self.table = table
         self.rows = list(rows)
+        self.overflow: list[tuple[str, list[Mapping[str, object]]]] = []
+        """Rows of events the span had no room for: not exported, still made into rows."""
+
+    def tables(self) -> list[tuple[str, list[Mapping[str, object]]]]:
+        """Return ``(table, rows)`` of this event and of the events it carries for others."""
+        return [(self.table, self.rows), *self.overflow]
 
 
 def _count(what: str) -> None:
@@ -89,17 +101,8 @@ def add_payload_event(
         getattr(queue, "maxlen", None) if queue is not None else getattr(events, "maxlen", None)
     )
     if maxlen is not None and len(events) >= maxlen:
-        _count("event_limit_reached")
-        if name not in _warned:
-            _warned.add(name)
-            _LOG.warning(
-                "span %r holds %d events, its limit: %s event not added and counted "
-                "(raise OTEL_SPAN_EVENT_COUNT_LIMIT to keep more)",
-                getattr(span, "name", "?"),
-                maxlen,
-                name,
-            )
-        return False
+        return _overflow(span, events, name, table, rows, maxlen)
+    _check_attribute_limits(name, attributes, limits)
     bounded = BoundedAttributes(
         limits.max_event_attributes,
         dict(attributes),
@@ -109,3 +112,63 @@ def add_payload_event(
     add(PayloadEvent(name, bounded, table=table, rows=rows))
     _count("attached")
     return True
+
+
+def _warn_once(key: str, message: str, *args: object) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _LOG.warning(message, *args)
+
+
+def _overflow(
+    span: trace.Span,
+    events: Sequence[object],
+    name: str,
+    table: str,
+    rows: Sequence[Mapping[str, object]],
+    maxlen: int,
+) -> bool:
+    """The span is full: keep the rows on its latest payload event instead (not exported).
+
+    The SDK would otherwise evict the oldest event silently. The event is not exported (warned
+    once, counted); its rows still reach the diagnostics tables when the span has a payload
+    event to carry them, else they are lost and counted.
+    """
+    _count("event_limit_reached")
+    _warn_once(
+        "events:" + name,
+        "span %r holds %d events, its limit: %s event not exported, counted "
+        "(raise OTEL_SPAN_EVENT_COUNT_LIMIT to keep more)",
+        getattr(span, "name", "?"),
+        maxlen,
+        name,
+    )
+    carrier = next((e for e in reversed(list(events)) if isinstance(e, PayloadEvent)), None)
+    if carrier is None:
+        _count("rows_lost")
+        return False
+    carrier.overflow.append((table, list(rows)))
+    return True
+
+
+def _check_attribute_limits(
+    name: str, attributes: Mapping[str, AttributeValue], limits: object
+) -> None:
+    """Warn once and count when the SDK limits would cut this event's attributes."""
+    max_count = getattr(limits, "max_event_attributes", None)
+    max_len = getattr(limits, "max_attribute_length", None)
+    too_many = max_count is not None and len(attributes) > max_count
+    too_long = max_len is not None and any(
+        isinstance(v, str) and len(v) > max_len for v in attributes.values()
+    )
+    if too_many or too_long:
+        _count("attribute_limit_reached")
+        _warn_once(
+            "attributes:" + name,
+            "span limits cut the attributes of %s events (%d attributes, limit %s; value "
+            "length limit %s): previews are incomplete, full rows are kept",
+            name,
+            len(attributes),
+            max_count,
+            max_len,
+        )

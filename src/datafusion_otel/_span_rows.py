@@ -57,13 +57,14 @@ def event_rows(span: ReadableSpan) -> list[tuple[str, list[dict[str, object]]]]:
     for event in span.events:
         if not isinstance(event, PayloadEvent):
             continue
-        rows = []
-        for row in event.rows:
-            full = dict(row)
-            if full.get("run_id") is None:
-                full["run_id"] = run_id
-            if "span_id" in full and full["span_id"] is None:
-                full["span_id"] = span_id
-            rows.append(full)
-        out.append((event.table, rows))
+        for table, event_rows_ in event.tables():
+            rows = []
+            for row in event_rows_:
+                full = dict(row)
+                if full.get("run_id") is None:
+                    full["run_id"] = run_id
+                if "span_id" in full and full["span_id"] is None:
+                    full["span_id"] = span_id
+                rows.append(full)
+            out.append((table, rows))
     return out
