@@ -18,6 +18,7 @@ from opentelemetry.trace import format_trace_id
 from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import DeliveryStats, dispatcher
+from datafusion_otel._payloads import PayloadEvent
 from datafusion_otel._span_rows import event_rows, is_run_root, run_row
 from datafusion_otel.diagnostics import DiagnosticsSink
 
@@ -70,24 +71,27 @@ class DiagnosticsSpanProcessor(SpanProcessor):
                 _LOG.exception("could not turn span %r into diagnostics rows", name)
 
     def _process(self, span: ReadableSpan) -> None:
-        tables = event_rows(span)
         root = is_run_root(span)
-        if not tables and not root:
+        if not root and not any(isinstance(e, PayloadEvent) for e in span.events):
             return
         run_id = format_trace_id(span.context.trace_id)
         if root:
             run_id = str((span.attributes or {}).get(attr.RUN_ID, run_id))
-            tables.append((attr.RUNS_TABLE, [run_row(span)]))
         route = _routing.lookup(run_id)
+        owns_route = route is not None and route.owner is self
         targets: list[DiagnosticsSink] = []
         if self._sink is not None and (route is None or route.sink is not self._sink):
             targets.append(self._sink)
-        if route is not None and route.owner is self:
+        if route is not None and owns_route:
             targets.append(route.sink)
-        for table, rows in tables:
-            for sink in targets:
-                dispatcher.record_events(sink, table, rows)
-        if root and route is not None and route.owner is self:
+        if targets:  # rows are built only when someone receives them
+            tables = event_rows(span)
+            if root:
+                tables.append((attr.RUNS_TABLE, [run_row(span)]))
+            for table, rows in tables:
+                for sink in targets:
+                    dispatcher.record_events(sink, table, rows)
+        if root and owns_route:
             _routing.release(run_id)
 
     def delivery_stats(self) -> DeliveryStats:
