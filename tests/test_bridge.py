@@ -237,6 +237,25 @@ def _secret_run(exporter, tmp_path, policy):
     return _everything_text(sink, exporter, tmp_path)
 
 
+def test_error_texts_are_sanitized(exporter):
+    ctx = _ctx()
+
+    def boom(arr: pa.Array) -> pa.Array:
+        raise RuntimeError("no user 'alice@example.com' with id 424242")
+
+    ctx.register_udf(udf(boom, [pa.int64()], pa.int64(), "volatile", "boom"))
+    sink = DiagnosticsCollector()
+    with pytest.raises(Exception, match="alice"), tracked_run(label="fails", sink=sink):
+        sql_to_datafusion(
+            "SELECT boom(amount) FROM orders WHERE user_id = 424242", ctx=ctx
+        ).to_arrow_table()
+    row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
+    errors = json.loads(row["artifact_errors"])
+    assert "RuntimeError" in errors["execution"]
+    assert "alice@example.com" not in row["artifact_errors"]
+    assert "424242" not in row["artifact_errors"]
+
+
 def test_sanitized_by_default_everywhere(exporter, tmp_path):
     text = _secret_run(exporter, tmp_path, "sanitized")
     assert "datafusion.plan_artifacts" in text

@@ -243,6 +243,10 @@ def capture_artifacts(
         else:
             errors["explain_analyze"] = plan_note or "the executed plan is not available"
 
+    if not raw:  # error texts may quote the query's literals
+        errors = {name: sanitize_plan_text(sanitize_sql(e), literals) for name, e in errors.items()}
+        if art.unparse_error is not None:
+            art.unparse_error = errors.get("unparsed_sql", art.unparse_error)
     art.artifact_errors = errors
     art.capture_duration_ms = (time.perf_counter() - started) * 1000
     return art
