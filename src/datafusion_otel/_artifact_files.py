@@ -45,6 +45,9 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()
 
 
+_EXPLAIN_FINGERPRINT = schema_fingerprint(EXPLAIN_SCHEMA)
+
+
 def write_explain_rows(directory: Path, stem: str, rows: list[tuple[str, str]]) -> WrittenFile:
     """Write ``(plan_type, plan)`` rows to ``directory/stem.arrow`` atomically.
 
@@ -70,4 +73,4 @@ def write_explain_rows(directory: Path, stem: str, rows: list[tuple[str, str]]) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return WrittenFile(str(target.resolve()), FORMAT, schema_fingerprint(table.schema))
+    return WrittenFile(str(target.resolve()), FORMAT, _EXPLAIN_FINGERPRINT)

@@ -281,7 +281,11 @@ def _explain_analyze(
         if not nodes:
             errors["explain_analyze"] = "the executed plan is not available"
             return
-        body = _plan_walk.explain_analyze_text(nodes, text_str)
+        sanitized = (art.physical_plan or "").splitlines()
+        if len(sanitized) == len(nodes):  # reuse the treated physical plan's lines
+            body = _plan_walk.explain_analyze_text(nodes, sanitized)
+        else:
+            body = text_str(_plan_walk.explain_analyze_text(nodes))
         source = "metrics"
     else:
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,15 +196,21 @@ def operator_totals(rows: list[dict[str, object]]) -> dict[str, dict[str, int | 
 
 def explain_analyze_text(
     nodes: list[OperatorNode],
-    label: Callable[[str], str] = str,
+    lines_in: list[str] | None = None,
 ) -> str:
     """Return an EXPLAIN ANALYZE style plan: each operator with its metric totals.
 
     Totals are DataFusion's own sums over partitions (``MetricsSet.output_rows`` ...), read
     from the executed plan: nothing runs again.
+
+    Args:
+        nodes: Operators from `walk`.
+        lines_in: One display line per node to use instead of the node's own (for example
+            the lines of an already sanitized physical plan).
     """
+    labels = lines_in if lines_in is not None and len(lines_in) == len(nodes) else None
     lines = []
-    for node in nodes:
+    for index, node in enumerate(nodes):
         metrics = node.plan.metrics()
         parts = []
         if metrics is not None:
@@ -212,5 +218,6 @@ def explain_analyze_text(
                 value = getattr(metrics, key)
                 if value is not None:
                     parts.append(f"{key}={value}")
-        lines.append(f"{'  ' * node.depth}{label(node.line)}, metrics=[{', '.join(parts)}]")
+        line = labels[index].strip() if labels is not None else node.line
+        lines.append(f"{'  ' * node.depth}{line}, metrics=[{', '.join(parts)}]")
     return "\n".join(lines)
