@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,10 +27,9 @@ from datafusion import SessionContext
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from datafusion_otel import DataFusionInstrumentor, configure, tracked_run
+from datafusion_otel import DataFusionInstrumentor, configure, tpch, tracked_run
 
 HERE = Path(__file__).resolve().parent
-TABLES = ("customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier")
 
 
 class DropExporter(SpanExporter):
@@ -46,26 +43,7 @@ class DropExporter(SpanExporter):
 
 
 def ensure_data(scale: float) -> Path:
-    out = HERE / ".data" / f"tpch-sf{scale}"
-    if not all((out / f"{t}.parquet").exists() for t in TABLES):
-        out.mkdir(parents=True, exist_ok=True)
-        cli = Path(sys.executable).parent / "tpchgen-cli"
-        subprocess.run(
-            [str(cli), "parquet", "-s", str(scale), "--output-dir", str(out)], check=True
-        )
-    return out
-
-
-def queries_dir(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    local = HERE / "tpch-queries"
-    return local if local.exists() else HERE.parent.parent / "shared/reference/tpch-queries"
-
-
-def statements(path: Path) -> list[str]:
-    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    return tpch.generate(scale, HERE / ".data" / f"tpch-sf{scale}")
 
 
 def run_query(ctx: SessionContext, stmts: list[str]) -> None:
@@ -132,7 +110,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--queries", default=None, help="directory of q1.sql ... q22.sql")
     parser.add_argument("--fixed-iterations", type=int, default=4000)
     parser.add_argument("--in-run", action="store_true", help="inside tracked_run, no auto run")
     args = parser.parse_args()
@@ -143,22 +120,19 @@ def main() -> int:
 
     data = ensure_data(args.scale)
     ctx = SessionContext()
-    for table in TABLES:
-        ctx.register_parquet(table, str(data / f"{table}.parquet"))
+    tpch.register_tables(ctx, data)
     ctx.from_pydict({"a": [1]}, name="one")
-    qdir = queries_dir(args.queries)
-    files = sorted(qdir.glob("q*.sql"), key=lambda p: int(p.stem[1:]))
     mode = "inside tracked_run" if args.in_run else "auto_run (each execution is a run)"
     print(f"span-only overhead, TPC-H SF {args.scale}, {args.rounds} rounds, {mode}")
     print(f"{'query':>5} {'plain ms':>10} {'traced ms':>10} {'delta ms/exec':>14}")
     deltas: list[float] = []
-    for path in files:
-        stmts = statements(path)
+    for number in tpch.QUERY_NUMBERS:
+        stmts = tpch.query_statements(number)
         run_query(ctx, stmts)  # warm up caches
         plain, traced = alternate(lambda s=stmts: run_query(ctx, s), args.rounds, args.in_run)
         delta = (traced - plain) / len(stmts)
         deltas.append(delta)
-        print(f"{path.stem:>5} {plain:10.2f} {traced:10.2f} {delta:14.3f}")
+        print(f"{'q' + str(number):>5} {plain:10.2f} {traced:10.2f} {delta:14.3f}")
     print(f"median delta over {len(deltas)} TPC-H queries: {statistics.median(deltas):.3f} ms")
     fixed = fixed_cost(ctx, args.fixed_iterations, args.in_run)
     calls = args.fixed_iterations
