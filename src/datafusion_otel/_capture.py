@@ -117,7 +117,16 @@ def capture_artifacts(
     logical_text = _attempt(errors, "logical_plan", logical.display_indent) if logical else None
     optimized_text: str | None = None
     optimized: Any = None
-    if options.wants("optimized_plan") or options.wants("plan_hash") or options.wants("substrait"):
+    plan_texts = ("physical_plan", "graphviz", "explain")
+    needs_literals = not raw and (
+        any(options.wants(a) for a in plan_texts) or options.explain_analyze
+    )  # folded constants appear only in the optimized plan: sanitizing needs its literals
+    if (
+        options.wants("optimized_plan")
+        or options.wants("plan_hash")
+        or options.wants("substrait")
+        or needs_literals
+    ):
         optimized = _attempt(errors, "optimized_plan", df.optimized_logical_plan)
         if optimized is not None:
             optimized_text = _attempt(errors, "optimized_plan", optimized.display_indent)
@@ -198,6 +207,8 @@ def capture_artifacts(
                 or []
             )
             art.operator_nodes = nodes
+            if plan_note:  # for example a stream closed before its end
+                errors["operator_metrics"] = plan_note
         elif not executed and options.wants("operator_metrics"):
             errors["operator_metrics"] = plan_note or "the query has not run: no runtime metrics"
 

@@ -2,29 +2,41 @@
 
 Capturing after execution is what lets the physical plan be the executed one and runtime
 metrics come for free (no second run). The artifacts are captured once, at the first
-execution, and attached to the span current at that moment (the run, or an execution span).
+execution, and attached to the span current when that execution started (the run, or an
+execution span). Every executing method captures: the ones that keep the executed plan with
+runtime metrics, the others (``count``, ``show``, ``write_*``...) with the plan only and a note
+saying why; streams capture when exhausted, failed, closed or garbage-collected.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pyarrow as pa
 from datafusion import DataFrame, RecordBatchStream
 from datafusion.record_batch import RecordBatch
+from opentelemetry import trace
 
 __all__ = ["CapturedDataFrame", "is_self_capturing"]
 
 _LOG = logging.getLogger("datafusion_otel.bridge")
 _T = TypeVar("_T")
-Capture = Callable[["CapturedDataFrame", bool, "BaseException | None", str | None], None]
+Capture = Callable[
+    ["CapturedDataFrame", bool, "BaseException | None", "str | None", trace.Span], None
+]
+_PARTIAL = "the stream was not read to the end: runtime metrics are partial"
 
 
 def is_self_capturing(df: object) -> bool:
     """Return True if ``df`` captures its own artifacts (so instrumentation must not)."""
     return isinstance(df, CapturedDataFrame)
+
+
+def _plan_lost(method: str) -> str:
+    return f"{method}() does not keep the executed plan: no runtime metrics"
 
 
 class CapturedDataFrame(DataFrame):
@@ -37,28 +49,37 @@ class CapturedDataFrame(DataFrame):
     def __init__(self, df: DataFrame, capture: Capture) -> None:
         super().__init__(df.df)
         self._capture_fn = capture
-        self._captured = False
+        self._claimed = False
+        self._claim_lock = threading.Lock()
 
-    def _capture(self, executed: bool, error: BaseException | None, note: str | None) -> None:
-        if self._captured:
-            return
-        self._captured = True
+    def _claim(self) -> bool:
+        """Return True exactly once: the caller captures."""
+        with self._claim_lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+    def _capture_now(
+        self, executed: bool, error: BaseException | None, note: str | None, span: trace.Span
+    ) -> None:
         try:
-            self._capture_fn(self, executed, error, note)
+            self._capture_fn(self, executed, error, note, span)
         except Exception:  # capture must never break the query
             _LOG.exception("plan artifact capture failed")
 
     def _run(
         self, call: Callable[[], _T], *, keeps_plan: bool = True, note: str | None = None
     ) -> _T:
-        if self._captured:
+        if not self._claim():
             return call()
+        span = trace.get_current_span()
         try:
             result = call()
         except BaseException as exc:
-            self._capture(False, exc, note)
+            self._capture_now(False, exc, note, span)
             raise
-        self._capture(keeps_plan, None, note)
+        self._capture_now(keeps_plan, None, note, span)
         return result
 
     # -- methods that keep the executed plan -------------------------------------------------
@@ -91,20 +112,37 @@ class CapturedDataFrame(DataFrame):
         return self._run(super().to_pydict)
 
     def execute_stream(self) -> RecordBatchStream:
-        """Stream batches; artifacts are captured when the stream is exhausted."""
-        if self._captured:
+        """Stream batches; artifacts are captured when the stream ends (see module doc)."""
+        if not self._claim():
             return super().execute_stream()
+        group = _StreamGroup(self, trace.get_current_span(), 1)
         try:
             stream = super().execute_stream()
         except BaseException as exc:
-            self._capture(False, exc, None)
+            group.done(exc)
             raise
-        return _CapturingStream(stream, self)
+        return _CapturingStream(stream, group)
+
+    def execute_stream_partitioned(self) -> list[RecordBatchStream]:
+        """Stream each partition; artifacts are captured when every stream has ended."""
+        if not self._claim():
+            return super().execute_stream_partitioned()
+        try:
+            streams = super().execute_stream_partitioned()
+        except BaseException as exc:
+            _StreamGroup(self, trace.get_current_span(), 1).done(exc)
+            raise
+        group = _StreamGroup(self, trace.get_current_span(), len(streams))
+        return [_CapturingStream(s, group) for s in streams]
 
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
         """Export as an Arrow C stream, re-routed through `execute_stream` to keep metrics."""
-        if self._captured or requested_schema is not None:
-            return super().__arrow_c_stream__(requested_schema)
+        if self._claimed or requested_schema is not None:
+            return self._run(
+                lambda: super(CapturedDataFrame, self).__arrow_c_stream__(requested_schema),
+                keeps_plan=False,
+                note=_plan_lost("__arrow_c_stream__ with a requested schema"),
+            )
         schema = self.schema()
         batches = (batch.to_pyarrow() for batch in self.execute_stream())
         reader = pa.RecordBatchReader.from_batches(schema, batches)
@@ -113,23 +151,84 @@ class CapturedDataFrame(DataFrame):
     # -- methods that lose the executed plan: artifacts without runtime metrics --------------
     def count(self) -> int:
         """Count rows; artifacts are captured without runtime metrics (plan not kept)."""
-        return self._run(super().count, keeps_plan=False, note="count() does not keep the plan")
+        return self._run(super().count, keeps_plan=False, note=_plan_lost("count"))
 
     def show(self, num: int = 20) -> None:
         """Print rows; artifacts are captured without runtime metrics (plan not kept)."""
-        self._run(lambda: super(CapturedDataFrame, self).show(num), keeps_plan=False,
-                  note="show() does not keep the plan")  # fmt: skip
+        self._run(lambda: DataFrame.show(self, num), keeps_plan=False, note=_plan_lost("show"))
+
+    def collect_column(self, *args: Any, **kwargs: Any) -> Any:
+        """Collect one column; artifacts are captured without runtime metrics."""
+        return self._run(
+            lambda: DataFrame.collect_column(self, *args, **kwargs),
+            keeps_plan=False,
+            note=_plan_lost("collect_column"),
+        )
+
+    def cache(self) -> DataFrame:
+        """Execute and cache; artifacts are captured without runtime metrics."""
+        return self._run(super().cache, keeps_plan=False, note=_plan_lost("cache"))
+
+    def describe(self) -> DataFrame:
+        """Summary statistics; artifacts are captured without runtime metrics."""
+        return self._run(super().describe, keeps_plan=False, note=_plan_lost("describe"))
+
+    def write_csv(self, *args: Any, **kwargs: Any) -> None:
+        """Write CSV; artifacts are captured without runtime metrics."""
+        self._run(lambda: DataFrame.write_csv(self, *args, **kwargs), keeps_plan=False,
+                  note=_plan_lost("write_csv"))  # fmt: skip
+
+    def write_json(self, *args: Any, **kwargs: Any) -> None:
+        """Write JSON; artifacts are captured without runtime metrics."""
+        self._run(lambda: DataFrame.write_json(self, *args, **kwargs), keeps_plan=False,
+                  note=_plan_lost("write_json"))  # fmt: skip
+
+    def write_parquet(self, *args: Any, **kwargs: Any) -> None:
+        """Write Parquet; artifacts are captured without runtime metrics."""
+        self._run(lambda: DataFrame.write_parquet(self, *args, **kwargs), keeps_plan=False,
+                  note=_plan_lost("write_parquet"))  # fmt: skip
+
+    def write_table(self, *args: Any, **kwargs: Any) -> None:
+        """Insert into a table; artifacts are captured without runtime metrics."""
+        self._run(lambda: DataFrame.write_table(self, *args, **kwargs), keeps_plan=False,
+                  note=_plan_lost("write_table"))  # fmt: skip
+
+
+class _StreamGroup:
+    """The streams of one execution: the capture happens when the last one ends."""
+
+    def __init__(self, owner: CapturedDataFrame, span: trace.Span, streams: int) -> None:
+        self._owner = owner
+        self._span = span
+        self._open = streams
+        self._partial = False
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def done(self, error: BaseException | None = None, *, partial: bool = False) -> None:
+        with self._lock:
+            if self._open <= 0:
+                return
+            self._open -= 1
+            self._partial = self._partial or partial
+            self._error = self._error or error
+            if self._open > 0:
+                return
+        note = _PARTIAL if self._partial and self._error is None else None
+        self._owner._capture_now(self._error is None, self._error, note, self._span)
 
 
 class _CapturingStream(RecordBatchStream):
-    """A RecordBatchStream that captures its DataFrame's artifacts when exhausted."""
+    """A RecordBatchStream that reports to its group when it ends, however it ends."""
 
-    def __init__(self, stream: RecordBatchStream, owner: CapturedDataFrame) -> None:
+    def __init__(self, stream: RecordBatchStream, group: _StreamGroup) -> None:
         super().__init__(stream.rbs)
-        self._owner = owner
+        self._group: _StreamGroup | None = group
 
-    def _done(self) -> None:
-        self._owner._capture(True, None, None)
+    def _end(self, error: BaseException | None = None, *, partial: bool = False) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            group.done(error, partial=partial)
 
     def next(self) -> RecordBatch:
         """Return the next batch; captures artifacts at the end."""
@@ -139,7 +238,10 @@ class _CapturingStream(RecordBatchStream):
         try:
             return super().__next__()
         except StopIteration:
-            self._done()
+            self._end()
+            raise
+        except BaseException as exc:
+            self._end(exc)
             raise
 
     def __iter__(self) -> _CapturingStream:
@@ -149,8 +251,21 @@ class _CapturingStream(RecordBatchStream):
         try:
             return await super().__anext__()
         except StopAsyncIteration:
-            self._done()
+            self._end()
+            raise
+        except BaseException as exc:
+            self._end(exc)
             raise
 
     def __aiter__(self) -> _CapturingStream:
         return self
+
+    def close(self) -> None:
+        """Stop reading: the artifacts are captured with the metrics measured so far."""
+        self._end(partial=True)
+
+    def __del__(self) -> None:
+        try:
+            self._end(partial=True)
+        except Exception:  # never raise from a finalizer
+            _LOG.debug("capture at stream garbage collection failed", exc_info=True)

@@ -36,6 +36,23 @@ _hook_errors = {"count": 0}
 _hook_lock = threading.Lock()
 
 
+def _warn_dropped() -> None:
+    with _hook_lock:
+        _hook_errors["dropped"] = _hook_errors.get("dropped", 0) + 1
+        first = _hook_errors["dropped"] == 1
+    if first:
+        _LOG.warning(
+            "plan artifacts of a query run outside any run or span have nowhere to go: run it "
+            "inside tracked_run(), enable DataFusionInstrumentor, or set plan_artifacts_hook "
+            "(counted in datafusion_otel._emit.dropped_count())"
+        )
+
+
+def dropped_count() -> int:
+    """Return how many captures had no span and no hook to go to."""
+    return _hook_errors.get("dropped", 0)
+
+
 def hook_error_count() -> int:
     """Return how many times a ``plan_artifacts_hook`` raised."""
     return _hook_errors["count"]
@@ -163,6 +180,8 @@ def emit_artifacts(
     except Exception:  # never break the query for its telemetry
         _LOG.exception("could not attach plan artifacts to span")
     hook = options.plan_artifacts_hook
+    if not context.is_valid and hook is None:
+        _warn_dropped()
     if hook is not None:
         try:
             hook(payload)

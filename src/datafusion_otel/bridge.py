@@ -133,10 +133,13 @@ def _compile(
 ) -> DataFrame:
     if not options.capture_plan_artifacts:
         return df
-    run_id = _run_id(options)
 
     def capture(
-        frame: CapturedDataFrame, executed: bool, error: BaseException | None, note: str | None
+        frame: CapturedDataFrame,
+        executed: bool,
+        error: BaseException | None,
+        note: str | None,
+        span: Any,
     ) -> None:
         art = capture_artifacts(
             frame,
@@ -144,13 +147,13 @@ def _compile(
             options=options,
             sql=sql,
             ibis_sql=ibis_sql,
-            run_id=run_id,
+            run_id=options.run_id,  # else the trace id of the span it ran under
             executed=executed,
             execution_error=error,
             allow_real_explain_analyze=False,
             plan_note=note,
         )
-        emit_artifacts(art, options, None, resolve_provider().get_tracer(attr.TRACER_NAME))
+        emit_artifacts(art, options, span, resolve_provider().get_tracer(attr.TRACER_NAME))
 
     return CapturedDataFrame(df, capture)
 

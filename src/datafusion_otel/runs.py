@@ -23,6 +23,7 @@ from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._delivery import dispatcher
+from datafusion_otel._errors import error_text, record_exception, run_policy
 from datafusion_otel.config import exports_from, processor_for, resolve_provider
 from datafusion_otel.diagnostics import DiagnosticsSink
 
@@ -108,8 +109,10 @@ def current_run() -> DataFusionRun | None:
     the body of `tracked_run`. Asyncio tasks inherit it; threads see it when the caller
     runs them in a copied context (``contextvars.copy_context().run``).
     """
-    runs = _active_runs.get()
-    return runs[-1] if runs else None
+    for run in reversed(_active_runs.get()):
+        if run.status == "running":
+            return run
+    return None
 
 
 def start_run(
@@ -191,19 +194,32 @@ def start_run(
 
 
 def _deactivate(run: DataFusionRun) -> None:
-    tokens, run._tokens = run._tokens, None
-    if tokens is None:
-        return
-    run_token, otel_token = tokens
+    """Make ``run`` (already finished) stop being current in this context.
+
+    A run finished out of order (one started after it is still running) keeps its context
+    tokens; it is unwound together with the runs above it when they finish, so the current
+    run and span are always the innermost run that is still running.
+    """
     runs = _active_runs.get()
-    if runs and runs[-1] is run:
-        try:
-            _active_runs.reset(run_token)
-        except ValueError:  # finished in another context than the one that started it
-            return
-        otel_context.detach(otel_token)  # type: ignore[arg-type]
-    elif run in runs:  # finished out of order: drop it, keep the runs started after it
-        _active_runs.set(tuple(r for r in runs if r is not run))
+    if run not in runs:  # finished in another context than the one that started it
+        run._tokens = None
+        return
+    if runs[-1] is not run:
+        return
+    while runs and runs[-1].status != "running":
+        top = runs[-1]
+        tokens, top._tokens = top._tokens, None
+        if tokens is None:
+            _active_runs.set(runs[:-1])
+        else:
+            run_token, otel_token = tokens
+            try:
+                _active_runs.reset(run_token)
+            except ValueError:  # a copied context: drop the run, leave its OTel context
+                _active_runs.set(runs[:-1])
+            else:
+                otel_context.detach(otel_token)  # type: ignore[arg-type]
+        runs = _active_runs.get()
 
 
 def finish_run(
@@ -283,6 +299,8 @@ def tracked_run(
     On any exception (``KeyboardInterrupt`` included) the run is finished with status
     ``"failed"``, the span gets status ERROR and the exception event, ``error_type`` and
     ``error_message`` go into the run's metadata, and the exception is re-raised unchanged.
+    The message (in the metadata and the span's exception event) has its literals replaced by
+    ``?`` unless ``DATAFUSION_OTEL_SQL_TEXT=raw``: error messages quote query values.
 
     Args:
         label: Human-readable label of the run.
@@ -297,14 +315,15 @@ def tracked_run(
         yield run
     except BaseException as exc:
         if run.status == "running":
+            policy = run_policy()
             if run._span is not None:
-                run._span.record_exception(exc, escaped=True)
+                record_exception(run._span, exc, policy)
             finish_run(
                 run,
                 status="failed",
                 metadata={
                     "error_type": type(exc).__qualname__,
-                    "error_message": str(exc),
+                    "error_message": error_text(str(exc), policy),
                 },
             )
         raise

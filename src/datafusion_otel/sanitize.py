@@ -51,6 +51,8 @@ _TYPED_LITERAL = re.compile(
 )
 _QUOTED_VALUE = re.compile(r"""^(?:"(?P<dq>(?:[^"\\]|\\.)*)"|_(?P<us>.*)_)$""")
 _QUOTED_STRING = re.compile(r"'(?:[^']|'')*'")
+_LIMIT_VALUE = re.compile(r"\b(fetch|skip|limit|offset)=\d+", re.IGNORECASE)
+_COMPARED_NUMBER = re.compile(r"(?<=[=<>] )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 _WORD = re.compile(r"[A-Za-z_][\w$]*")
 _STATEMENT_KEYWORDS = {
     "select", "insert", "update", "delete", "create", "drop", "alter", "with", "explain",
@@ -153,7 +155,8 @@ def sanitize_plan_text(text: str, literals: Iterable[str] = ()) -> str:
         out = pattern.sub("?", out)
     if "'" in out:
         out = _QUOTED_STRING.sub("?", out)
-    return out
+    out = _LIMIT_VALUE.sub(r"\1=?", out)  # LIMIT / OFFSET values: fetch=424242
+    return _COMPARED_NUMBER.sub("?", out)  # bare numbers compared in physical plans
 
 
 def _typed_repl(match: re.Match[str]) -> str:

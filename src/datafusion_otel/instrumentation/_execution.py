@@ -33,9 +33,10 @@ from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
+from datafusion_otel._errors import error_text, record_exception
 from datafusion_otel.bridge import is_self_capturing, record_execution_artifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
-from datafusion_otel.config import processor_for, resolve_provider
+from datafusion_otel.config import exports_from, processor_for, resolve_provider
 from datafusion_otel.instrumentation._options import InstrumentationOptions
 from datafusion_otel.instrumentation._query import QueryInfo, query_text, span_name
 from datafusion_otel.instrumentation.version import __version__
@@ -152,7 +153,15 @@ class Tracing:
             attributes=attributes,
         )
         if is_run:
-            span.set_attribute(attr.RUN_ID, format_trace_id(span.get_span_context().trace_id))
+            context = span.get_span_context()
+            span.set_attributes(
+                {
+                    attr.RUN_ID: format_trace_id(context.trace_id),
+                    attr.RUN_EXPORTED: bool(context.trace_flags.sampled)
+                    and isinstance(provider, SdkTracerProvider)
+                    and exports_from(provider),
+                }
+            )
         return Execution(self, span, info, is_run=is_run)
 
 
@@ -223,13 +232,15 @@ class Execution:
                 ending[attr.DATAFUSION_PARTITION_COUNT] = partitions
             if error is not None:
                 error_type = type(error).__qualname__
-                span.record_exception(error, escaped=True)
+                policy = self.tracing.options.sql_text
+                message = error_text(str(error), policy)  # messages quote query literals
+                record_exception(span, error, policy)
                 ending[attr.ERROR_TYPE] = error_type
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
                 if self.is_run:
                     ending[attr.RUN_STATUS] = "failed"
                     ending[attr.RUN_METADATA] = json_dumps(
-                        {"auto_run": True, "error_type": error_type, "error_message": str(error)}
+                        {"auto_run": True, "error_type": error_type, "error_message": message}
                     )
             elif self.is_run:
                 ending[attr.RUN_STATUS] = "completed"
