@@ -183,7 +183,7 @@ class QuerySummary:
     operation: str | None
     tables: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def text(self) -> str:
         """``"{operation} {table} {table}..."``, at most 255 characters."""
         parts = [self.operation or "QUERY", *self.tables]

@@ -43,7 +43,14 @@ from datafusion_otel.instrumentation.version import __version__
 from datafusion_otel.runs import current_run
 from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy
 
-__all__ = ["Execution", "Tracing", "inside_instrumented_call", "internal_error"]
+__all__ = [
+    "Execution",
+    "Tracing",
+    "inside_instrumented_call",
+    "internal_error",
+    "mark_inside",
+    "unmark_inside",
+]
 
 _LOG = logging.getLogger("datafusion_otel.instrumentation")
 _AUTO_RUN_METADATA = json_dumps({"auto_run": True})
@@ -72,6 +79,16 @@ def internal_error(site: str) -> None:
 def is_inside() -> bool:
     """Return True inside an instrumented call (nested calls must not trace again)."""
     return _inside.get()
+
+
+def mark_inside() -> contextvars.Token[bool]:
+    """Mark the current context as inside an instrumented call; returns the reset token."""
+    return _inside.set(True)
+
+
+def unmark_inside(token: contextvars.Token[bool]) -> None:
+    """Undo `mark_inside`."""
+    _inside.reset(token)
 
 
 @contextmanager
@@ -141,8 +158,6 @@ class Tracing:
         )
         if is_run:
             attributes[attr.RUN_LABEL] = name
-            attributes[attr.RUN_STATUS] = "running"
-            attributes[attr.RUN_METADATA] = _AUTO_RUN_METADATA
             if provider is not self._with_processor and isinstance(provider, SdkTracerProvider):
                 processor_for(provider)  # rows of auto runs reach the diagnostics tables
                 self._with_processor = provider
@@ -152,31 +167,41 @@ class Tracing:
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
-        if is_run:
+        run_attributes: dict[str, AttributeValue] | None = None
+        if is_run:  # set with the ending attributes: one attribute update per span, not two
             context = span.get_span_context()
-            span.set_attributes(
-                {
-                    attr.RUN_ID: format_trace_id(context.trace_id),
-                    attr.RUN_EXPORTED: bool(context.trace_flags.sampled)
-                    and isinstance(provider, SdkTracerProvider)
-                    and exports_from(provider),
-                }
-            )
-        return Execution(self, span, info, is_run=is_run)
+            run_attributes = {
+                attr.RUN_ID: format_trace_id(context.trace_id),
+                attr.RUN_EXPORTED: bool(context.trace_flags.sampled)
+                and isinstance(provider, SdkTracerProvider)
+                and exports_from(provider),
+                attr.RUN_METADATA: _AUTO_RUN_METADATA,
+            }
+        return Execution(self, span, info, run_attributes=run_attributes)
 
 
 class Execution:
     """The span of one execution, from the user's call to the end of its result."""
 
-    __slots__ = ("_ended", "_lock", "_token", "info", "is_run", "span", "tracing")
+    @property
+    def is_run(self) -> bool:
+        """Whether the execution span is the root span of its own run (auto run)."""
+        return self.run_attributes is not None
+
+    __slots__ = ("_ended", "_lock", "_token", "info", "run_attributes", "span", "tracing")
 
     def __init__(
-        self, tracing: Tracing, span: trace.Span, info: QueryInfo, *, is_run: bool
+        self,
+        tracing: Tracing,
+        span: trace.Span,
+        info: QueryInfo,
+        *,
+        run_attributes: dict[str, AttributeValue] | None,
     ) -> None:
         self.tracing = tracing
         self.span = span
         self.info = info
-        self.is_run = is_run
+        self.run_attributes = run_attributes  # set when the span ends; None unless an auto run
         self._token: object | None = None
         self._ended = False
         self._lock = threading.Lock()
@@ -226,6 +251,8 @@ class Execution:
         try:
             span = self.span
             ending: dict[str, AttributeValue] = dict(extra) if extra else {}
+            if self.run_attributes is not None:
+                ending.update(self.run_attributes)
             if rows is not None:
                 ending[attr.DB_RESPONSE_RETURNED_ROWS] = rows
             if partitions is not None:

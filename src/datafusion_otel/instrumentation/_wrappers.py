@@ -35,9 +35,10 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from datafusion_otel.instrumentation._execution import (
     Execution,
     Tracing,
-    inside_instrumented_call,
     internal_error,
     is_inside,
+    mark_inside,
+    unmark_inside,
 )
 from datafusion_otel.instrumentation._query import (
     QueryInfo,
@@ -158,10 +159,13 @@ def make_wrapper(
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not tracing.active or is_inside() or not is_instrumentation_enabled():
             return original(self, *args, **kwargs)
-        with inside_instrumented_call():
+        token = mark_inside()  # nested calls (tail -> count...) delegate straight through
+        try:
             return handler(
                 tracing, method=method, original=original, target=self, args=args, kwargs=kwargs
             )
+        finally:
+            unmark_inside(token)
 
     return wrapper
 
