@@ -23,8 +23,12 @@ from datafusion_otel._delivery import dispatcher
 
 
 @pytest.fixture(autouse=True)
-def _clean_global_state() -> Iterator[None]:
-    """Every test starts unconfigured, with no delivery failure left over from another test."""
+def _clean_global_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every test starts unconfigured, with no delivery failure left over from another test,
+    and with the package's home (store, EXPLAIN files) in a temporary folder, never the cwd."""
+    monkeypatch.setenv("DATAFUSION_OTEL_HOME", str(tmp_path_factory.mktemp("home")))
     config.reset()
     dispatcher.force_flush(10)  # drain the worker and consume earlier failure counts
     yield
