@@ -18,8 +18,12 @@ _NS_PER_MS = 1_000_000
 
 def is_run_root(span: ReadableSpan) -> bool:
     """Return True if ``span`` is the root span of a run."""
-    attributes = span.attributes
-    return span.parent is None and attributes is not None and attr.RUN_ID in attributes
+    if span.parent is not None:
+        return False
+    attributes = getattr(span, "_attributes", None)  # the SDK's own, not a proxy copy
+    if attributes is None:
+        attributes = span.attributes
+    return attributes is not None and attr.RUN_ID in attributes
 
 
 def run_row(span: ReadableSpan) -> dict[str, object]:

@@ -71,8 +71,13 @@ class DiagnosticsSpanProcessor(SpanProcessor):
                 _LOG.exception("could not turn span %r into diagnostics rows", name)
 
     def _process(self, span: ReadableSpan) -> None:
-        root = is_run_root(span)
-        if not root and not any(isinstance(e, PayloadEvent) for e in span.events):
+        # this runs for every span of the process: read the SDK's fields without the copies
+        # that the public properties make (events -> tuple, attributes -> mapping proxy)
+        events = getattr(span, "_events", None)
+        if events is None:
+            events = span.events
+        root = span.parent is None and is_run_root(span)
+        if not root and not any(isinstance(e, PayloadEvent) for e in events):
             return
         run_id = format_trace_id(span.context.trace_id)
         if root:
