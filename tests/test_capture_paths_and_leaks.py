@@ -200,3 +200,122 @@ class TestSampledAutoRuns:
         metadata = json.loads(row["metadata"])
         assert metadata == {"auto_run": True, "exported": False}
         assert row["label"] == "SELECT users"
+
+
+class TestSecondReview:
+    """Regressions found in review: graphviz edges, finalization, threads, instrumentation."""
+
+    def test_sanitizing_keeps_graphviz_edges(self):
+        import re
+
+        from datafusion_otel.compile_options import ALL_ARTIFACTS
+
+        sink = DiagnosticsCollector()
+        with tracked_run(label="dot", sink=sink):
+            sql_to_datafusion(
+                "SELECT email FROM users WHERE id = 424242 LIMIT 5",
+                ctx=_users(),
+                options=DataFusionCompileOptions(artifacts=ALL_ARTIFACTS - {"explain"}),
+            ).to_arrow_table()
+        dot = _one_row(sink)["graphviz"]
+        assert re.search(r"\n\s+\d+ -> \d+ \[", dot)
+        assert "-> ?" not in dot
+        assert "424242" not in dot
+
+    def test_stream_collected_at_exit_logs_nothing(self):
+        import subprocess
+        import sys
+        import textwrap
+
+        script = textwrap.dedent(
+            """
+            from datafusion import SessionContext
+            from datafusion_otel import tracked_run
+            from datafusion_otel.bridge import sql_to_datafusion
+            ctx = SessionContext()
+            ctx.from_pydict({"a": [1, 2, 3]}, name="t")
+            with tracked_run(label="exit"):
+                s = sql_to_datafusion("SELECT a FROM t", ctx=ctx).execute_stream()
+                next(iter(s))
+            raise SystemExit(0)  # s is still referenced: collected during shutdown
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0
+        assert "capture failed" not in done.stderr
+        assert "Traceback" not in done.stderr
+
+    def test_run_finished_in_another_thread_stops_being_current(self, configured):
+        import threading
+
+        from opentelemetry import trace
+
+        run = start_run(label="A")
+        worker = threading.Thread(target=finish_run, args=(run,))
+        worker.start()
+        worker.join()
+        assert current_run() is None  # settles this context
+        assert not trace.get_current_span().get_span_context().is_valid
+        with tracked_run(label="B"):
+            pass
+        spans = {s.name: s for s in configured.exporter.get_finished_spans()}
+        assert not spans["B"].links
+
+    def test_instrumented_stream_of_a_compiled_query_spans_the_read(self, configured):
+        sink = DiagnosticsCollector()
+        datafusion_otel.configure(tracer_provider=configured.provider, sink=sink)
+        instrumentor = DataFusionInstrumentor()
+        instrumentor.instrument(tracer_provider=configured.provider)
+        try:
+            stream = sql_to_datafusion("SELECT email FROM users", ctx=_users()).execute_stream()
+            assert not configured.exporter.get_finished_spans()  # still reading
+            rows = sum(b.to_pyarrow().num_rows for b in stream)
+        finally:
+            instrumentor.uninstrument()
+        (span,) = configured.exporter.get_finished_spans()
+        assert rows == 2
+        assert span.attributes["db.response.returned_rows"] == 2
+        assert [e.name for e in span.events][:1] == ["datafusion.plan_artifacts"]
+        assert _one_row(sink)["span_id"] == format(span.context.span_id, "016x")
+
+    def test_instrumented_auto_run_gets_compiled_query_artifacts(self, configured):
+        sink = DiagnosticsCollector()
+        datafusion_otel.configure(tracer_provider=configured.provider, sink=sink)
+        instrumentor = DataFusionInstrumentor()
+        instrumentor.instrument(tracer_provider=configured.provider)
+        try:
+            sql_to_datafusion("SELECT email FROM users", ctx=_users()).collect()
+        finally:
+            instrumentor.uninstrument()
+        (run_row,) = sink.events_snapshot()["datafusion_runs_v1"]
+        assert _one_row(sink)["run_id"] == run_row["run_id"]
+
+    def test_stream_read_after_its_run_is_counted_as_dropped(self, caplog):
+        from datafusion_otel._emit import dropped_count
+
+        before = dropped_count()
+        with tracked_run(label="early"):
+            stream = sql_to_datafusion("SELECT email FROM users", ctx=_users()).execute_stream()
+        list(stream)
+        assert dropped_count() == before + 1
+
+    def test_stacktraces_keep_their_line_numbers(self, configured):
+        with pytest.raises(KeyError), tracked_run(label="py-bug"):
+            {}["alice@example.com"]
+        (span,) = configured.exporter.get_finished_spans()
+        (event,) = [e for e in span.events if e.name == "exception"]
+        stack = event.attributes["exception.stacktrace"]
+        assert ", line " in stack and ", line ?" not in stack
+        assert "alice@example.com" not in stack
+
+    def test_write_parquet_with_options_captures(self, tmp_path):
+        from datafusion import ParquetWriterOptions
+
+        sink = DiagnosticsCollector()
+        with tracked_run(label="w", sink=sink):
+            sql_to_datafusion("SELECT email FROM users", ctx=_users()).write_parquet_with_options(
+                str(tmp_path / "o.parquet"), ParquetWriterOptions()
+            )
+        assert "write_parquet_with_options" in _one_row(sink)["artifact_errors"]

@@ -20,6 +20,7 @@ from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.sanitize import (
     extract_literals,
     normalize_sql,
+    sanitize_dot,
     sanitize_plan_text,
     sanitize_sql,
 )
@@ -160,7 +161,8 @@ def capture_artifacts(
     if options.wants("logical_plan") and logical is not None:
         art.logical_plan = text(logical_text)
     if options.wants("graphviz") and logical is not None:
-        art.graphviz = text(_attempt(errors, "graphviz", logical.display_graphviz))
+        dot = _attempt(errors, "graphviz", logical.display_graphviz)
+        art.graphviz = dot if dot is None or raw else sanitize_dot(dot, literals)
     if options.wants("optimized_plan"):
         art.optimized_plan = text(optimized_text)
     if options.wants("plan_hash") and optimized_text is not None:

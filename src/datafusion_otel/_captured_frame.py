@@ -11,6 +11,7 @@ saying why; streams capture when exhausted, failed, closed or garbage-collected.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -68,18 +69,33 @@ class CapturedDataFrame(DataFrame):
         except Exception:  # capture must never break the query
             _LOG.exception("plan artifact capture failed")
 
+    def capture_into(
+        self,
+        span: trace.Span,
+        *,
+        executed: bool,
+        error: BaseException | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Capture now onto ``span`` unless already captured.
+
+        The instrumentation calls this with its execution span.
+        """
+        if sys.is_finalizing():
+            return
+        if self._claim():
+            self._capture_now(executed, error, note, span)
+
     def _run(
         self, call: Callable[[], _T], *, keeps_plan: bool = True, note: str | None = None
     ) -> _T:
-        if not self._claim():
-            return call()
-        span = trace.get_current_span()
+        span = trace.get_current_span()  # the instrumentation may capture first, onto its span
         try:
             result = call()
         except BaseException as exc:
-            self._capture_now(False, exc, note, span)
+            self.capture_into(span, executed=False, error=exc, note=note)
             raise
-        self._capture_now(keeps_plan, None, note, span)
+        self.capture_into(span, executed=keeps_plan, note=note)
         return result
 
     # -- methods that keep the executed plan -------------------------------------------------
@@ -113,7 +129,7 @@ class CapturedDataFrame(DataFrame):
 
     def execute_stream(self) -> RecordBatchStream:
         """Stream batches; artifacts are captured when the stream ends (see module doc)."""
-        if not self._claim():
+        if self._claimed:
             return super().execute_stream()
         group = _StreamGroup(self, trace.get_current_span(), 1)
         try:
@@ -125,14 +141,17 @@ class CapturedDataFrame(DataFrame):
 
     def execute_stream_partitioned(self) -> list[RecordBatchStream]:
         """Stream each partition; artifacts are captured when every stream has ended."""
-        if not self._claim():
+        if self._claimed:
             return super().execute_stream_partitioned()
+        span = trace.get_current_span()
         try:
             streams = super().execute_stream_partitioned()
         except BaseException as exc:
-            _StreamGroup(self, trace.get_current_span(), 1).done(exc)
+            _StreamGroup(self, span, 1).done(exc)
             raise
-        group = _StreamGroup(self, trace.get_current_span(), len(streams))
+        group = _StreamGroup(self, span, len(streams))
+        if not streams:
+            group.done()
         return [_CapturingStream(s, group) for s in streams]
 
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
@@ -188,6 +207,14 @@ class CapturedDataFrame(DataFrame):
         self._run(lambda: DataFrame.write_parquet(self, *args, **kwargs), keeps_plan=False,
                   note=_plan_lost("write_parquet"))  # fmt: skip
 
+    def write_parquet_with_options(self, *args: Any, **kwargs: Any) -> None:
+        """Write Parquet with options; artifacts are captured without runtime metrics."""
+        self._run(
+            lambda: DataFrame.write_parquet_with_options(self, *args, **kwargs),
+            keeps_plan=False,
+            note=_plan_lost("write_parquet_with_options"),
+        )
+
     def write_table(self, *args: Any, **kwargs: Any) -> None:
         """Insert into a table; artifacts are captured without runtime metrics."""
         self._run(lambda: DataFrame.write_table(self, *args, **kwargs), keeps_plan=False,
@@ -207,22 +234,27 @@ class _StreamGroup:
 
     def done(self, error: BaseException | None = None, *, partial: bool = False) -> None:
         with self._lock:
-            if self._open <= 0:
-                return
             self._open -= 1
             self._partial = self._partial or partial
             self._error = self._error or error
             if self._open > 0:
                 return
         note = _PARTIAL if self._partial and self._error is None else None
-        self._owner._capture_now(self._error is None, self._error, note, self._span)
+        self._owner.capture_into(
+            self._span, executed=self._error is None, error=self._error, note=note
+        )
 
 
 class _CapturingStream(RecordBatchStream):
-    """A RecordBatchStream that reports to its group when it ends, however it ends."""
+    """A stream that reports to its group when it ends.
+
+    It wraps the stream DataFusion (or the instrumentation) returned; it ends when exhausted,
+    failed, closed or garbage-collected.
+    """
 
     def __init__(self, stream: RecordBatchStream, group: _StreamGroup) -> None:
         super().__init__(stream.rbs)
+        self._inner = stream  # keep it: an instrumented stream ends its span when collected
         self._group: _StreamGroup | None = group
 
     def _end(self, error: BaseException | None = None, *, partial: bool = False) -> None:
@@ -236,7 +268,7 @@ class _CapturingStream(RecordBatchStream):
 
     def __next__(self) -> RecordBatch:
         try:
-            return super().__next__()
+            return self._inner.__next__()
         except StopIteration:
             self._end()
             raise
@@ -249,7 +281,7 @@ class _CapturingStream(RecordBatchStream):
 
     async def __anext__(self) -> RecordBatch:
         try:
-            return await super().__anext__()
+            return await self._inner.__anext__()
         except StopAsyncIteration:
             self._end()
             raise
@@ -262,9 +294,14 @@ class _CapturingStream(RecordBatchStream):
 
     def close(self) -> None:
         """Stop reading: the artifacts are captured with the metrics measured so far."""
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
         self._end(partial=True)
 
     def __del__(self) -> None:
+        if sys.is_finalizing():  # nothing can be captured while the interpreter shuts down
+            return
         try:
             self._end(partial=True)
         except Exception:  # never raise from a finalizer

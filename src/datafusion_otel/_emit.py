@@ -36,11 +36,21 @@ _hook_errors = {"count": 0}
 _hook_lock = threading.Lock()
 
 
-def _warn_dropped() -> None:
+def _warn_dropped(*, ended: bool) -> None:
+    key = "dropped_ended" if ended else "dropped_no_span"
     with _hook_lock:
         _hook_errors["dropped"] = _hook_errors.get("dropped", 0) + 1
-        first = _hook_errors["dropped"] == 1
-    if first:
+        _hook_errors[key] = _hook_errors.get(key, 0) + 1
+        first = _hook_errors[key] == 1
+    if not first:
+        return
+    if ended:
+        _LOG.warning(
+            "plan artifacts of a query dropped: the span it ran under (its run) had already "
+            "ended, for example a stream read after its tracked_run block (counted in "
+            "datafusion_otel._emit.dropped_count())"
+        )
+    else:
         _LOG.warning(
             "plan artifacts of a query run outside any run or span have nowhere to go: run it "
             "inside tracked_run(), enable DataFusionInstrumentor, or set plan_artifacts_hook "
@@ -180,8 +190,8 @@ def emit_artifacts(
     except Exception:  # never break the query for its telemetry
         _LOG.exception("could not attach plan artifacts to span")
     hook = options.plan_artifacts_hook
-    if not context.is_valid and hook is None:
-        _warn_dropped()
+    if hook is None and (not context.is_valid or not span.is_recording()):
+        _warn_dropped(ended=context.is_valid)
     if hook is not None:
         try:
             hook(payload)

@@ -10,6 +10,7 @@ keep texts as they are); the auto-instrumentation uses its own ``sql_text`` opti
 from __future__ import annotations
 
 import os
+import re
 import traceback
 
 from opentelemetry import trace
@@ -20,6 +21,9 @@ from datafusion_otel.sanitize import SqlTextPolicy, sanitize_sql
 __all__ = ["error_text", "record_exception", "run_policy"]
 
 SQL_TEXT_ENV = "DATAFUSION_OTEL_SQL_TEXT"
+_FRAME = '  File "'
+"""Traceback frame location lines (file, line number, function) are kept as they are."""
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 
 
 def run_policy() -> SqlTextPolicy:
@@ -33,16 +37,40 @@ def error_text(text: str, policy: SqlTextPolicy) -> str:
     return text if policy == "raw" else sanitize_sql(text)
 
 
+def _lines_text(text: str, policy: SqlTextPolicy) -> str:
+    """`error_text` line by line, keeping each line's indentation and line break."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.strip()
+        if not body:
+            out.append(line)
+            continue
+        start = line.index(body[0])
+        out.append(line[:start] + error_text(body, policy) + line[start + len(body) :])
+    return "".join(out)
+
+
+def _frame_text(entry: str, policy: SqlTextPolicy) -> str:
+    """Keep a frame's location line (file, line number, function); treat everything else."""
+    if entry.startswith(_FRAME):
+        location, newline, rest = entry.partition("\n")
+        if policy != "raw":  # source lines are Python: "..." is a string there, not a name
+            rest = _DOUBLE_QUOTED.sub("?", rest)
+        return location + newline + _lines_text(rest, policy)
+    return _lines_text(entry, policy)
+
+
 def record_exception(span: trace.Span, exc: BaseException, policy: SqlTextPolicy) -> None:
     """Add the standard ``exception`` event to ``span``, its texts treated under ``policy``."""
     if policy == "raw":
         span.record_exception(exc, escaped=True)
         return
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    stack = "".join(_frame_text(line, policy) for line in lines)
     attributes: dict[str, AttributeValue] = {
         "exception.type": type(exc).__qualname__,
         "exception.message": error_text(str(exc), policy),
-        "exception.stacktrace": error_text(stack, policy),
+        "exception.stacktrace": stack,
         "exception.escaped": "True",
     }
     span.add_event("exception", attributes)

@@ -76,6 +76,7 @@ class DataFusionRun:
     _tokens: tuple[contextvars.Token[tuple[DataFusionRun, ...]], object] | None = field(
         default=None, repr=False, compare=False
     )
+    _previous_context: otel_context.Context | None = field(default=None, repr=False, compare=False)
 
     @property
     def span(self) -> trace.Span | None:
@@ -109,10 +110,8 @@ def current_run() -> DataFusionRun | None:
     the body of `tracked_run`. Asyncio tasks inherit it; threads see it when the caller
     runs them in a copied context (``contextvars.copy_context().run``).
     """
-    for run in reversed(_active_runs.get()):
-        if run.status == "running":
-            return run
-    return None
+    runs = _settle()
+    return runs[-1] if runs else None
 
 
 def start_run(
@@ -150,6 +149,7 @@ def start_run(
 
     provider = resolve_provider()
     owner = processor_for(provider)
+    _settle()  # runs finished elsewhere stop being current before we link to "the active span"
     active = trace.get_current_span()
     links = [Link(active.get_span_context())] if active.get_span_context().is_valid else []
     start_ns = time.time_ns()
@@ -187,39 +187,47 @@ def start_run(
                 "metadata": dict(meta),
             },
         )
+    run._previous_context = otel_context.get_current()
     run_token = _active_runs.set((*_active_runs.get(), run))
     otel_token = otel_context.attach(trace.set_span_in_context(span))
     run._tokens = (run_token, otel_token)
     return run
 
 
-def _deactivate(run: DataFusionRun) -> None:
-    """Make ``run`` (already finished) stop being current in this context.
+def _settle() -> tuple[DataFusionRun, ...]:
+    """Unwind the finished runs at the top of this context's run stack; return the stack.
 
-    A run finished out of order (one started after it is still running) keeps its context
-    tokens; it is unwound together with the runs above it when they finish, so the current
-    run and span are always the innermost run that is still running.
+    A run finished out of order, or from another thread, stays on the stack of the context
+    that started it until the runs above it finish; it is unwound here, lazily, the next time
+    that context starts or asks for a run. Its context tokens are reset when this is the
+    context that created them; in a copied context the OTel context that was current before
+    the run is attached again instead.
     """
     runs = _active_runs.get()
-    if run not in runs:  # finished in another context than the one that started it
-        run._tokens = None
-        return
-    if runs[-1] is not run:
-        return
     while runs and runs[-1].status != "running":
         top = runs[-1]
-        tokens, top._tokens = top._tokens, None
+        tokens = top._tokens
         if tokens is None:
             _active_runs.set(runs[:-1])
         else:
             run_token, otel_token = tokens
             try:
                 _active_runs.reset(run_token)
-            except ValueError:  # a copied context: drop the run, leave its OTel context
+            except ValueError:  # a copied context: the tokens belong to the starting one
                 _active_runs.set(runs[:-1])
+                if top._previous_context is not None:
+                    otel_context.attach(top._previous_context)
             else:
+                top._tokens = None
                 otel_context.detach(otel_token)  # type: ignore[arg-type]
         runs = _active_runs.get()
+    return runs
+
+
+def _deactivate(run: DataFusionRun) -> None:
+    """Make ``run`` (already finished) stop being current, if this context started it."""
+    if run in _active_runs.get():
+        _settle()
 
 
 def finish_run(

@@ -25,6 +25,7 @@ __all__ = [
     "extract_literals",
     "normalize_sql",
     "query_summary",
+    "sanitize_dot",
     "sanitize_plan_text",
     "sanitize_sql",
 ]
@@ -52,7 +53,9 @@ _TYPED_LITERAL = re.compile(
 _QUOTED_VALUE = re.compile(r"""^(?:"(?P<dq>(?:[^"\\]|\\.)*)"|_(?P<us>.*)_)$""")
 _QUOTED_STRING = re.compile(r"'(?:[^']|'')*'")
 _LIMIT_VALUE = re.compile(r"\b(fetch|skip|limit|offset)=\d+", re.IGNORECASE)
-_COMPARED_NUMBER = re.compile(r"(?<=[=<>] )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
+_COMPARED_NUMBER = re.compile(
+    r"(?<=[=<>] )(?<!-> )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])"  # not DOT edges "a -> 3"
+)
 _WORD = re.compile(r"[A-Za-z_][\w$]*")
 _STATEMENT_KEYWORDS = {
     "select", "insert", "update", "delete", "create", "drop", "alter", "with", "explain",
@@ -161,6 +164,19 @@ def sanitize_plan_text(text: str, literals: Iterable[str] = ()) -> str:
 
 def _typed_repl(match: re.Match[str]) -> str:
     return f"{match.group('type')}(?)"
+
+
+_DOT_LABEL = re.compile(r'(label=")((?:[^"\\]|\\.)*)(")')
+
+
+def sanitize_dot(text: str, literals: Iterable[str] = ()) -> str:
+    """Return a graphviz DOT text with literals replaced inside its labels only.
+
+    Node ids and edges (``2 -> 3``) are numbers too; they are left alone.
+    """
+    return _DOT_LABEL.sub(
+        lambda m: m.group(1) + sanitize_plan_text(m.group(2), literals) + m.group(3), text
+    )
 
 
 @functools.lru_cache(maxsize=256)

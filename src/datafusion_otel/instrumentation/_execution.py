@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger("datafusion_otel.instrumentation")
+_PLAN_NOT_KEPT = "this execution path does not keep the executed plan: no runtime metrics"
 _AUTO_RUN_METADATA = json_dumps({"auto_run": True})
 _OK = Status(StatusCode.OK)
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -222,9 +223,22 @@ class Execution:
             except Exception:
                 internal_error("deactivating an execution span")
 
-    def capture(self, df: Any, *, executed: bool) -> None:
-        """Attach plan artifacts of ``df`` to the span when capture is on; never raises."""
-        if not self.tracing.options.capture_plan_artifacts or df is None:
+    def capture(self, df: Any, *, executed: bool, error: BaseException | None = None) -> None:
+        """Attach plan artifacts of ``df`` to the span when capture is on; never raises.
+
+        A DataFrame compiled by ``datafusion_otel.bridge`` captures itself, with its own
+        options, onto this execution span, whether or not capture is on here.
+        """
+        if df is None:
+            return
+        if is_self_capturing(df):
+            try:
+                note = None if executed else _PLAN_NOT_KEPT
+                df.capture_into(self.span, executed=executed, error=error, note=note)
+            except Exception:
+                internal_error("handing an execution to a compiled DataFrame")
+            return
+        if not self.tracing.options.capture_plan_artifacts:
             return
         _capture(df, self.span, self.info.sql, executed, ctx=self.info.ctx, tracing=self.tracing)
 
@@ -294,8 +308,6 @@ def _capture(
     skipped here. Everything the bridge runs is marked as inside an instrumented call, so its
     own DataFusion calls are never traced.
     """
-    if is_self_capturing(df):
-        return
     token = _inside.set(True)
     try:
         options = _bridge_options(tracing.options.sql_text if tracing is not None else "sanitized")

@@ -66,7 +66,7 @@ class StreamGroup:
             if not last:
                 return
             execution, df, self._df = self._execution, self._df, None
-            execution.capture(df, executed=True)
+            execution.capture(df, executed=self._error is None, error=self._error)
             execution.end(
                 rows=self._rows,
                 partitions=self._partitions,

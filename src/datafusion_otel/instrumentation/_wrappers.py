@@ -32,6 +32,7 @@ from datafusion import DataFrame, SessionContext
 from datafusion import functions as f
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from datafusion_otel.bridge import is_self_capturing
 from datafusion_otel.instrumentation._execution import (
     Execution,
     Tracing,
@@ -202,7 +203,7 @@ def _traced_dataframe_call(
             result = original(df, *args, **kwargs)
     except BaseException as exc:
         execution.deactivate()
-        execution.capture(executed_df, executed=spec.keeps_plan or executed_df is not df)
+        execution.capture(executed_df, executed=False, error=exc)
         execution.end(error=exc)
         raise
     execution.deactivate()
@@ -285,7 +286,7 @@ def _arrow_c_stream(
         raise
     try:
         inner = pa.RecordBatchReader.from_stream(_CapsuleHolder(capsule))
-        group = StreamGroup(execution, 1, df if capture else None)
+        group = StreamGroup(execution, 1, df if capture or is_self_capturing(df) else None)
         reader = pa.RecordBatchReader.from_batches(inner.schema, traced_batches(inner, group))
         return reader.__arrow_c_stream__()
     except Exception:
