@@ -5,7 +5,10 @@ from __future__ import annotations
 import doctest
 import importlib
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -130,3 +133,48 @@ def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), verbose=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+class TestExampleScripts:
+    """The scripts under examples/ run as their docstrings say."""
+
+    EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+    def _run(self, *argv: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            [*argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def test_quickstart(self, tmp_path):
+        out = self._run(sys.executable, str(self.EXAMPLES / "quickstart.py"), str(tmp_path))
+        assert re.search(r"run [0-9a-f]{32}: completed", out)
+        assert "WHERE id >= ? ORDER BY id" in out
+        assert "FilterExec" in out
+
+    def test_design_doc_end_to_end(self):
+        out = self._run(sys.executable, str(self.EXAMPLES / "design_doc_end_to_end.py"))
+        assert "'status': 'completed'" in out
+        assert "COUNT(DISTINCT" in out
+        assert out.rstrip().endswith("metrics")  # EXPLAIN ANALYZE from metrics: ran once
+
+    def test_instrumented_app(self):
+        instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+        out = self._run(
+            str(instrument),
+            sys.executable,
+            str(self.EXAMPLES / "instrumented_app.py"),
+            env={
+                "OTEL_TRACES_EXPORTER": "console",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+            },
+        )
+        assert "{'city': 'Lima', 't': 19.0}" in out
+        assert '"name": "SELECT weather"' in out
