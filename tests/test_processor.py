@@ -368,3 +368,20 @@ class TestRoutingEdges:
             pass
         assert "datafusion_runs_v1" not in first.events_snapshot()
         assert len(second.events_snapshot()["datafusion_runs_v1"]) == 1
+
+
+class TestFlushMarks:
+    """A loss is reported to every flushing caller, whichever flushes first."""
+
+    def test_each_caller_hears_about_a_failure(self, configured, sink):
+        failing = RaisingSink()
+        processor = DiagnosticsSpanProcessor(failing)
+        configured.provider.add_span_processor(processor)
+        with tracked_run(label="lost"):
+            pass
+        # the provider flushes first (it flushes the processor), and is told ...
+        assert configured.provider.force_flush() is False
+        # ... which does not hide the failure from the package-level flush
+        assert datafusion_otel.force_flush(5) is False
+        assert datafusion_otel.force_flush(5) is True
+        assert processor.force_flush(5_000) is True  # the processor's caller was told already

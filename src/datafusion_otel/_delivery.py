@@ -19,13 +19,20 @@ from dataclasses import dataclass
 
 from datafusion_otel.diagnostics import DiagnosticsSink
 
-__all__ = ["DeliveryStats", "SinkDispatcher", "dispatcher"]
+__all__ = ["DeliveryStats", "FlushMark", "SinkDispatcher", "dispatcher"]
 
 _LOG = logging.getLogger("datafusion_otel.delivery")
 _SLOW_INLINE_SECONDS = 0.05
 _EXIT_FLUSH_SECONDS = 5.0
 
 _Task = Callable[[], None]
+
+
+@dataclass
+class FlushMark:
+    """What one flushing caller has been told: the lost-record count at its last flush."""
+
+    lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class SinkDispatcher:
         self._delivered = 0
         self._failed = 0
         self._dropped = 0
-        self._lost_mark = 0
+        self._default_mark = FlushMark()
         self._logged: set[tuple[int, str]] = set()
         self._warned_slow: set[int] = set()
 
@@ -86,16 +93,26 @@ class SinkDispatcher:
                 pending=len(self._queue) + self._busy,
             )
 
-    def force_flush(self, timeout: float = 30.0) -> bool:
+    def new_mark(self) -> FlushMark:
+        """Return a mark for a new flushing caller: losses before now are not its news."""
+        with self._cond:
+            return FlushMark(self._failed + self._dropped)
+
+    def force_flush(self, timeout: float = 30.0, *, mark: FlushMark | None = None) -> bool:
         """Wait until queued records are delivered.
 
         Args:
             timeout: Seconds to wait at most.
+            mark: The caller's own record of what it has already been told about; "since the
+                previous flush" means since this caller's previous flush, so one caller's
+                flush never hides a loss from another. Default: a mark shared by callers
+                that pass none.
 
         Returns:
             False if records are still pending after ``timeout`` or if any record failed or
             was dropped since the previous flush; True otherwise.
         """
+        mark = mark if mark is not None else self._default_mark
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._cond:
             while self._queue or self._busy:
@@ -104,8 +121,8 @@ class SinkDispatcher:
                     return False
                 self._cond.wait(remaining)
             lost = self._failed + self._dropped
-            clean = lost == self._lost_mark
-            self._lost_mark = lost
+            clean = lost == mark.lost
+            mark.lost = lost
             return clean
 
     def shutdown(self, timeout: float = _EXIT_FLUSH_SECONDS) -> bool:
@@ -202,4 +219,4 @@ dispatcher = SinkDispatcher()
 
 @atexit.register
 def _flush_at_exit() -> None:  # pragma: no cover - exercised in subprocess tests
-    dispatcher.force_flush(_EXIT_FLUSH_SECONDS)
+    dispatcher.force_flush(_EXIT_FLUSH_SECONDS, mark=FlushMark())

@@ -43,6 +43,7 @@ class DiagnosticsSpanProcessor(SpanProcessor):
 
     def __init__(self, sink: DiagnosticsSink | None = None) -> None:
         self._sink = sink
+        self._flush_mark = dispatcher.new_mark()
         self._errors = 0
         self._errors_reported = 0
         self._logged_error = False
@@ -111,7 +112,7 @@ class DiagnosticsSpanProcessor(SpanProcessor):
             or if a span could not be turned into rows since the last flush.
         """
         started = time.monotonic()
-        flushed = dispatcher.force_flush(timeout_millis / 1000)
+        flushed = dispatcher.force_flush(timeout_millis / 1000, mark=self._flush_mark)
         _LOG.debug("flushed sinks in %.1f ms", (time.monotonic() - started) * 1000)
         errors = self._errors
         clean = errors == self._errors_reported

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from datafusion_otel._delivery import DeliveryStats, dispatcher
+from datafusion_otel._delivery import DeliveryStats, FlushMark, dispatcher
 from datafusion_otel.export_processor import ExporterStats, ExportSpanProcessor
 from datafusion_otel.processor import DiagnosticsSpanProcessor
 
@@ -65,6 +65,7 @@ class Telemetry:
     processor: DiagnosticsSpanProcessor
     exporters: tuple[ExportSpanProcessor, ...] = field(default=())
     owns_provider: bool = False
+    _flush_mark: FlushMark = field(default_factory=dispatcher.new_mark, repr=False, compare=False)
 
     def force_flush(self, timeout: float = 30.0) -> bool:
         """Export queued spans and deliver queued rows, waiting at most ``timeout`` seconds.
@@ -82,7 +83,7 @@ class Telemetry:
             remaining = max(deadline - time.monotonic(), 0.0)
             ok = exporter.force_flush(int(remaining * 1000)) and ok
         remaining = max(deadline - time.monotonic(), 0.0)
-        return dispatcher.force_flush(remaining) and ok
+        return dispatcher.force_flush(remaining, mark=self._flush_mark) and ok
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Flush within ``timeout`` seconds, then stop the exporters (and an owned provider).
@@ -98,7 +99,10 @@ class Telemetry:
         for exporter in self.exporters:
             remaining = max(deadline - time.monotonic(), 0.0)
             ok = exporter.shutdown(int(remaining * 1000)) and ok
-        ok = dispatcher.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
+        ok = (
+            dispatcher.force_flush(max(deadline - time.monotonic(), 0.0), mark=self._flush_mark)
+            and ok
+        )
         if self.owns_provider:
             self.tracer_provider.shutdown()  # our processors are shut down: returns at once
         return ok

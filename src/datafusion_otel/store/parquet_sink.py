@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafusion_otel._coerce import coerce_rows, json_dumps
-from datafusion_otel._delivery import dispatcher
+from datafusion_otel._delivery import FlushMark, dispatcher
 from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._layout import (
     ARTIFACTS_SCHEMA,
@@ -329,6 +329,7 @@ class ParquetSink:
 
 @atexit.register
 def _flush_at_exit() -> None:  # pragma: no cover - exercised in subprocess tests
-    dispatcher.force_flush(_EXIT_TIMEOUT)  # rows still queued for a sink reach it first
+    # rows still queued for a sink reach it first
+    dispatcher.force_flush(_EXIT_TIMEOUT, mark=FlushMark())
     for sink in list(_live_sinks):
         sink.close(sink.exit_timeout)
