@@ -324,15 +324,27 @@ def _traced_context_sql(
     execution = tracing.begin(method, sql_summary(query), info)
     if execution is None:
         return original(ctx, *args, **kwargs)
+    result = _call_in(execution, original, ctx, args, kwargs)
+    execution.end()
+    return result
+
+
+def _call_in(
+    execution: Execution,
+    original: Callable[..., Any],
+    target: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call ``original`` with the execution span current; a failure ends the span, re-raised."""
     execution.activate()
     try:
-        result = original(ctx, *args, **kwargs)
+        result = original(target, *args, **kwargs)
     except BaseException as exc:
         execution.deactivate()
         execution.end(error=exc)
         raise
     execution.deactivate()
-    execution.end()
     return result
 
 
@@ -355,14 +367,7 @@ def _traced_context_execute(
     execution = tracing.begin(method, summary, info)
     if execution is None:
         return original(ctx, *args, **kwargs)
-    execution.activate()
-    try:
-        result = original(ctx, *args, **kwargs)
-    except BaseException as exc:
-        execution.deactivate()
-        execution.end(error=exc)
-        raise
-    execution.deactivate()
+    result = _call_in(execution, original, ctx, args, kwargs)
     try:
         plan = args[0] if args else kwargs.get("plan")
         partitions = plan.partition_count if plan is not None else None
