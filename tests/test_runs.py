@@ -144,6 +144,8 @@ class TestLifecycle:
         assert len(sink.artifacts_snapshot()["datafusion_run_finished_v1"]) == 1
         assert len(_rows_of(sink, run)) == 1
         assert len(configured.exporter.get_finished_spans()) == 1
+        with pytest.warns(DataFusionRunWarning):  # never raises, even with a bad status
+            finish_run(run, status="nonsense")  # type: ignore[arg-type]
 
     def test_finish_inside_tracked_run_then_exit_does_not_finish_again(self, configured, sink):
         with warnings.catch_warnings():

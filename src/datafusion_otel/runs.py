@@ -255,15 +255,15 @@ def finish_run(
         ValueError: If ``status`` is not ``"completed"`` or ``"failed"``, or the merged
             metadata is not JSON serializable (the run is then left running, unchanged).
     """
-    if status not in _FINAL_STATUSES:
-        raise ValueError(f"status must be one of {_FINAL_STATUSES}, got {status!r}")
-    if run.status != "running":
+    if run.status != "running":  # a second call never raises, whatever its arguments
         warnings.warn(
             f"run {run.run_id} ({run.label!r}) is already {run.status}; finish_run ignored",
             DataFusionRunWarning,
             stacklevel=2,
         )
         return run
+    if status not in _FINAL_STATUSES:
+        raise ValueError(f"status must be one of {_FINAL_STATUSES}, got {status!r}")
     if metadata:
         json_dumps({**run.metadata, **metadata})  # raises before anything changes
         run.metadata.update(metadata)
