@@ -15,13 +15,12 @@ from typing import Any
 
 from datafusion import DataFrame, SessionContext
 
-from datafusion_otel import attributes as attr
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
 from datafusion_otel._emit import emit_artifacts
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
-from datafusion_otel.config import resolve_provider
+from datafusion_otel.config import resolve_provider, tracer_for
 from datafusion_otel.runs import current_run
 
 __all__ = [
@@ -120,7 +119,7 @@ def record_execution_artifacts(
         allow_real_explain_analyze=False,
         plan_note=note,
     )
-    emit_artifacts(art, options, span, resolve_provider().get_tracer(attr.TRACER_NAME))
+    emit_artifacts(art, options, span, tracer_for(resolve_provider()))
     return art
 
 
@@ -153,7 +152,7 @@ def _compile(
             allow_real_explain_analyze=False,
             plan_note=note,
         )
-        emit_artifacts(art, options, span, resolve_provider().get_tracer(attr.TRACER_NAME))
+        emit_artifacts(art, options, span, tracer_for(resolve_provider()))
 
     return CapturedDataFrame(df, capture)
 

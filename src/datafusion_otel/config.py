@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
+from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import dispatcher
 from datafusion_otel.diagnostics import DiagnosticsSink
 from datafusion_otel.export import (
@@ -57,6 +58,7 @@ __all__ = [
 _LOG = logging.getLogger("datafusion_otel.config")
 _DEFAULT_SERVICE_NAME = "datafusion-otel"
 _lock = threading.RLock()
+_tracers: weakref.WeakKeyDictionary[TracerProvider, trace.Tracer] = weakref.WeakKeyDictionary()
 _processors: weakref.WeakKeyDictionary[TracerProvider, DiagnosticsSpanProcessor] = (
     weakref.WeakKeyDictionary()
 )
@@ -71,6 +73,15 @@ def _record_unsampled(provider: TracerProvider, sampler: Sampler | float | None 
     if sampler is None and isinstance(current, LocalRecordingSampler):
         return
     provider.sampler = resolve_sampler(current if sampler is None else sampler)
+
+
+def tracer_for(provider: TracerProvider) -> trace.Tracer:
+    """Return the package's tracer of ``provider`` (created once per provider)."""
+    tracer = _tracers.get(provider)
+    if tracer is None:
+        tracer = provider.get_tracer(attr.TRACER_NAME)
+        _tracers[provider] = tracer
+    return tracer
 
 
 def processor_for(provider: TracerProvider) -> DiagnosticsSpanProcessor:

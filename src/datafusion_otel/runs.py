@@ -24,7 +24,7 @@ from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._delivery import dispatcher
 from datafusion_otel._errors import error_text, record_exception, run_policy
-from datafusion_otel.config import exports_from, processor_for, resolve_provider
+from datafusion_otel.config import exports_from, processor_for, resolve_provider, tracer_for
 from datafusion_otel.diagnostics import DiagnosticsSink
 
 __all__ = [
@@ -153,7 +153,7 @@ def start_run(
     active = trace.get_current_span()
     links = [Link(active.get_span_context())] if active.get_span_context().is_valid else []
     start_ns = time.time_ns()
-    span = provider.get_tracer(attr.TRACER_NAME).start_span(
+    span = tracer_for(provider).start_span(
         label,
         context=otel_context.Context(),
         links=links,
