@@ -319,3 +319,20 @@ class TestSecondReview:
                 str(tmp_path / "o.parquet"), ParquetWriterOptions()
             )
         assert "write_parquet_with_options" in _one_row(sink)["artifact_errors"]
+
+
+class TestThirdReview:
+    def test_own_notes_are_readable_and_files_carry_the_run_id(self, tmp_path):
+        from datafusion_otel.compile_options import ALL_ARTIFACTS
+
+        sink = DiagnosticsCollector()
+        with tracked_run(label="notes", sink=sink) as run:
+            sql_to_datafusion(
+                "SELECT email FROM users WHERE id = 424242",
+                ctx=_users(),
+                options=DataFusionCompileOptions(artifacts=ALL_ARTIFACTS, artifact_dir=tmp_path),
+            ).to_arrow_table()
+        row = _one_row(sink)
+        note = json.loads(row["artifact_errors"])["substrait"]
+        assert "use sql_text=raw to keep them" in note
+        assert row["explain_rows_artifact_path"].split("/")[-1].startswith(run.run_id)

@@ -37,11 +37,27 @@ SQL_OFF_NOTE = "-- SQL text not captured (sql_text='off')"
 _UNSUPPORTED_HINTS = ("not supported", "unsupported", "not implemented", "not yet implemented")
 
 
-def _attempt(errors: dict[str, str], name: str, fn: Callable[[], _T]) -> _T | None:
+class _Errors(dict[str, str]):
+    """Artifact name -> why it is missing; remembers which texts came from exceptions.
+
+    Exception texts may quote the query's literals and are sanitized under the default
+    policy; the package's own notes are not (sanitizing would garble their wording).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised: set[str] = set()
+
+    def exception(self, name: str, exc: BaseException) -> None:
+        self[name] = f"{type(exc).__name__}: {exc}".strip()
+        self.raised.add(name)
+
+
+def _attempt(errors: _Errors, name: str, fn: Callable[[], _T]) -> _T | None:
     try:
         return fn()
     except Exception as exc:  # each artifact is captured in isolation
-        errors[name] = f"{type(exc).__name__}: {exc}".strip()
+        errors.exception(name, exc)
         _LOG.debug("artifact %s failed", name, exc_info=True)
         return None
 
@@ -108,11 +124,11 @@ def capture_artifacts(
         The artifacts; never raises for a failed artifact.
     """
     started = time.perf_counter()
-    errors: dict[str, str] = {}
+    errors = _Errors()
     policy = options.sql_text
     raw = policy == "raw"
     if execution_error is not None:
-        errors["execution"] = f"{type(execution_error).__name__}: {execution_error}"
+        errors.exception("execution", execution_error)
 
     logical = _attempt(errors, "logical_plan", df.logical_plan)
     logical_text = _attempt(errors, "logical_plan", logical.display_indent) if logical else None
@@ -227,13 +243,14 @@ def capture_artifacts(
                     # Substrait bytes embed the query's literals: they cannot be sanitized.
                     art.substrait_b64 = None
                     errors["substrait"] = (
-                        f"bytes withheld under sql_text={policy!r}: Substrait embeds the "
-                        "query's literals (use sql_text='raw' to keep them)"
+                        f"bytes withheld under the {policy} sql_text policy: Substrait embeds "
+                        "the literals of the query (use sql_text=raw to keep them)"
                     )
     if options.wants("unparsed_sql") and logical is not None:
         art.unparsed_sql, art.unparse_error = _unparse(logical, text)
         if art.unparse_error:
             errors["unparsed_sql"] = art.unparse_error
+            errors.raised.add("unparsed_sql")
 
     short_hash = art.plan_hash[:16] if art.plan_hash else "nohash"
     stem = f"{run_id or 'no-run'}-{short_hash}-{uuid.uuid4().hex[:8]}"
@@ -256,11 +273,12 @@ def capture_artifacts(
         else:
             errors["explain_analyze"] = plan_note or "the executed plan is not available"
 
-    if not raw:  # error texts may quote the query's literals
-        errors = {name: sanitize_plan_text(sanitize_sql(e), literals) for name, e in errors.items()}
+    if not raw:  # exception texts may quote the query's literals
+        for name in errors.raised:
+            errors[name] = sanitize_plan_text(sanitize_sql(errors[name]), literals)
         if art.unparse_error is not None:
             art.unparse_error = errors.get("unparsed_sql", art.unparse_error)
-    art.artifact_errors = errors
+    art.artifact_errors = dict(errors)
     art.capture_duration_ms = (time.perf_counter() - started) * 1000
     return art
 
@@ -279,7 +297,7 @@ def _unparse(
 
 def _explain_analyze(
     art: DataFusionPlanArtifacts,
-    errors: dict[str, str],
+    errors: _Errors,
     df: Any,
     ctx: Any,
     sql: str | None,

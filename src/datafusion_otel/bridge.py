@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from datafusion import DataFrame, SessionContext
+from opentelemetry.trace import format_trace_id
 
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
@@ -123,6 +124,14 @@ def record_execution_artifacts(
     return art
 
 
+def _run_id_of(options: DataFusionCompileOptions, span: Any) -> str | None:
+    """The explicit run id, else the trace id of the span the query ran under (its run)."""
+    if options.run_id is not None:
+        return options.run_id
+    context = span.get_span_context()
+    return format_trace_id(context.trace_id) if context.is_valid else None
+
+
 def _compile(
     df: DataFrame,
     ctx: SessionContext,
@@ -146,7 +155,7 @@ def _compile(
             options=options,
             sql=sql,
             ibis_sql=ibis_sql,
-            run_id=options.run_id,  # else the trace id of the span it ran under
+            run_id=_run_id_of(options, span),  # where it ran, not where it was compiled
             executed=executed,
             execution_error=error,
             allow_real_explain_analyze=False,

@@ -13,7 +13,7 @@ Artifact names (members of `DataFusionCompileOptions.artifacts`):
 ``operator_metrics``   per-operator runtime metrics (DATAFUSION_OPERATOR_METRICS_V1)
 ``substrait``          Substrait bytes of the optimized plan, validated by a round trip
 ``unparsed_sql``       SQL unparsed from the unoptimized logical plan
-``explain``            EXPLAIN rows written to a Parquet file under ``artifact_dir``
+``explain``            EXPLAIN rows written to an Arrow IPC file under ``artifact_dir``
 ``operator_spans``     one child span per operator with DataFusion's measured times
 =====================  =====================================================================
 """
