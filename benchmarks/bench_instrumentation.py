@@ -1,13 +1,14 @@
 """Overhead of DataFusionInstrumentor in span-only mode (no artifact capture).
 
 Usage:
-    uv run python benchmarks/bench_instrumentation.py [--scale 0.1] [--rounds 7]
+    uv run python benchmarks/bench_instrumentation.py [--scale 0.1] [--rounds 15] [--in-run]
 
 For each TPC-H query (data made with ``tpchgen-cli`` at the given scale factor, cached under
 ``benchmarks/.data``), the query runs alternately uninstrumented and instrumented in the same
-process, ``--rounds`` times each; the script prints per query the median time of both and the
-delta per execution (a query file may hold several statements: q15 creates and drops a view),
-then the median of the per-query deltas. Query times vary by a few percent from run to run, so
+process, ``--rounds`` times each (the order alternates too); the script prints per query the
+median time of both and the median paired delta (traced minus plain within a round) per
+execution (a query file may hold several statements: q15 creates and drops a view), then the
+median of the per-query deltas. Query times vary by a few percent from run to run, so
 a per-query delta is noisy; the fixed cost per execution is measured precisely at the end on a
 one-row query over thousands of alternating iterations.
 
@@ -57,32 +58,39 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / 1e6
 
 
-def alternate(fn: Callable[[], object], rounds: int, in_run: bool) -> tuple[float, float]:
-    """Median ms of ``fn`` uninstrumented and instrumented, alternating each round.
+def alternate(fn: Callable[[], object], rounds: int, in_run: bool) -> tuple[float, float, float]:
+    """Median ms of ``fn`` uninstrumented and instrumented, and the median paired delta.
 
-    Each round runs ``fn`` once untimed first (both modes), so that what is timed is the
-    steady state, not the first call after ``instrument()`` (tracer lookup, caches).
+    Rounds alternate the order (plain first, then traced first), and each round runs ``fn``
+    once untimed in each mode first, so that what is timed is the steady state. The paired
+    delta (traced minus plain within one round) cancels slow drift of the machine.
     """
     instrumentor = DataFusionInstrumentor()
     plain: list[float] = []
     traced: list[float] = []
-    for i in range(rounds * 2):
-        on = i % 2 == 1
+
+    def measure(on: bool) -> float:
         if on:
             instrumentor.instrument()
         try:
             if in_run:
                 with tracked_run(label="bench"):
                     fn()
-                    elapsed = timed(fn)
-            else:
-                fn()
-                elapsed = timed(fn)
+                    return timed(fn)
+            fn()
+            return timed(fn)
         finally:
             if on:
                 instrumentor.uninstrument()
-        (traced if on else plain).append(elapsed)
-    return statistics.median(plain), statistics.median(traced)
+
+    deltas: list[float] = []
+    for i in range(rounds):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        times = {on: measure(on) for on in order}
+        plain.append(times[False])
+        traced.append(times[True])
+        deltas.append(times[True] - times[False])
+    return statistics.median(plain), statistics.median(traced), statistics.median(deltas)
 
 
 def fixed_cost(ctx: SessionContext, iterations: int, in_run: bool) -> float:
@@ -115,7 +123,7 @@ def fixed_cost(ctx: SessionContext, iterations: int, in_run: bool) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.1)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--fixed-iterations", type=int, default=4000)
     parser.add_argument("--in-run", action="store_true", help="inside tracked_run, no auto run")
     args = parser.parse_args()
@@ -130,15 +138,17 @@ def main() -> int:
     ctx.from_pydict({"a": [1]}, name="one")
     mode = "inside tracked_run" if args.in_run else "auto_run (each execution is a run)"
     print(f"span-only overhead, TPC-H SF {args.scale}, {args.rounds} rounds, {mode}")
-    print(f"{'query':>5} {'plain ms':>10} {'traced ms':>10} {'delta ms/exec':>14}")
+    print(f"{'query':>5} {'plain ms':>10} {'traced ms':>10} {'paired delta ms/exec':>21}")
     deltas: list[float] = []
     for number in tpch.QUERY_NUMBERS:
         stmts = tpch.query_statements(number)
         run_query(ctx, stmts)  # warm up caches
-        plain, traced = alternate(lambda s=stmts: run_query(ctx, s), args.rounds, args.in_run)
-        delta = (traced - plain) / len(stmts)
+        plain, traced, paired = alternate(
+            lambda s=stmts: run_query(ctx, s), args.rounds, args.in_run
+        )
+        delta = paired / len(stmts)
         deltas.append(delta)
-        print(f"{'q' + str(number):>5} {plain:10.2f} {traced:10.2f} {delta:14.3f}")
+        print(f"{'q' + str(number):>5} {plain:10.2f} {traced:10.2f} {delta:21.3f}")
     print(f"median delta over {len(deltas)} TPC-H queries: {statistics.median(deltas):.3f} ms")
     fixed = fixed_cost(ctx, args.fixed_iterations, args.in_run)
     calls = args.fixed_iterations
