@@ -173,3 +173,26 @@ class TestErrors:
             done.stderr.strip()
             == f"datafusion-otel: error: the run store at {tmp_path} holds no runs yet"
         )
+
+
+def test_output_closed_early_is_not_an_error(store: Path) -> None:
+    """``datafusion-otel sql ... | head -1``: the reader leaves early; no traceback, exit 0."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "datafusion_otel.cli",
+            "sql",
+            "SELECT * FROM unnest(range(200000)) AS t(n)",
+            "--store",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()
+    process.stdout.close()  # like `head -1` exiting
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0
+    assert "Traceback" not in stderr
