@@ -26,7 +26,8 @@ def _to_python(value: object) -> object:
     return value
 
 
-def _epoch(value: dt.datetime | dt.date, unit_per_second: int) -> int:
+def unix_time(value: dt.datetime | dt.date, unit_per_second: int) -> int:
+    """Return ``value`` as a Unix timestamp in ``unit_per_second`` units (naive = UTC)."""
     if not isinstance(value, dt.datetime):
         value = dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
     elif value.tzinfo is None:
@@ -44,7 +45,7 @@ def _to_int(value: object, column: str) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, (dt.datetime, dt.date)):
-        return _epoch(value, 1_000_000_000 if column.endswith("_ns") else 1_000)
+        return unix_time(value, 1_000_000_000 if column.endswith("_ns") else 1_000)
     raise CoercionError(f"expected an integer, got {type(value).__name__}")
 
 

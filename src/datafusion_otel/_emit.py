@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Mapping
 
 from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
@@ -199,8 +198,3 @@ def emit_artifacts(
             with _hook_lock:
                 _hook_errors["count"] += 1
             _LOG.exception("plan_artifacts_hook raised; the query goes on")
-
-
-def as_mapping(art: DataFusionPlanArtifacts) -> Mapping[str, object]:
-    """Return ``art.structured_explain_payload()`` (helper for callers holding artifacts)."""
-    return art.structured_explain_payload()

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from datafusion_otel._coerce import unix_time
+
 __all__ = [
     "OperatorNode",
     "explain_analyze_text",
@@ -16,10 +18,10 @@ __all__ = [
     "walk",
 ]
 
-_JOIN_SUFFIX = "JoinExec"
+_JOIN = "Join"  # HashJoinExec, SortMergeJoinExec, CrossJoinExec, NestedLoopJoinExec...
 _CORE = ("output_rows", "elapsed_compute", "spill_count", "spilled_bytes")
 _TIMESTAMPS = ("start_timestamp", "end_timestamp")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_NS_PER_SECOND = 1_000_000_000
 
 
 @dataclass
@@ -63,7 +65,7 @@ def walk(plan: Any) -> list[OperatorNode]:
 
 def join_operators(nodes: list[OperatorNode]) -> list[str]:
     """Return the name of every join operator, in plan order (repeats kept)."""
-    return [n.name for n in nodes if n.name.endswith(_JOIN_SUFFIX) or "Join" in n.name]
+    return [n.name for n in nodes if _JOIN in n.name]
 
 
 def physical_dot(nodes: list[OperatorNode], labels: list[str] | None = None) -> str:
@@ -95,8 +97,7 @@ def _metric_value(name: str, value: object) -> int | None:
     time metric still at 0 (DataFusion prints those as "NOT RECORDED").
     """
     if isinstance(value, dt.datetime):
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        return unix_time(value, _NS_PER_SECOND)
     if value is None or isinstance(value, bool) or not isinstance(value, int):
         return None
     if value == 0 and (name.endswith("_time") or name == "elapsed_compute"):

@@ -21,8 +21,6 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -46,7 +44,6 @@ from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy
 __all__ = [
     "Execution",
     "Tracing",
-    "inside_instrumented_call",
     "internal_error",
     "mark_inside",
     "unmark_inside",
@@ -90,16 +87,6 @@ def mark_inside() -> contextvars.Token[bool]:
 def unmark_inside(token: contextvars.Token[bool]) -> None:
     """Undo `mark_inside`."""
     _inside.reset(token)
-
-
-@contextmanager
-def inside_instrumented_call() -> Iterator[None]:
-    """Mark the current context as inside an instrumented call for the ``with`` body."""
-    token = _inside.set(True)
-    try:
-        yield
-    finally:
-        _inside.reset(token)
 
 
 class Tracing:
