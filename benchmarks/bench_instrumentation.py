@@ -1,16 +1,45 @@
 """Overhead of DataFusionInstrumentor in span-only mode (no artifact capture).
 
 Usage:
-    uv run python benchmarks/bench_instrumentation.py [--scale 0.1] [--rounds 15] [--in-run]
+    uv run python benchmarks/bench_instrumentation.py [--scale 0.1] [--rounds 56] [--in-run]
+        [--control | --no-control] [--fixed-iterations 4000] [--resamples 1000] [--seed 0]
 
-For each TPC-H query (data made with ``tpchgen-cli`` at the given scale factor, cached under
-``benchmarks/.data``), the query runs alternately uninstrumented and instrumented in the same
-process, ``--rounds`` times each (the order alternates too); the script prints per query the
-median time of both and the median paired delta (traced minus plain within a round) per
-execution (a query file may hold several statements: q15 creates and drops a view), then the
-median of the per-query deltas. Query times vary by a few percent from run to run, so
-a per-query delta is noisy; the fixed cost per execution is measured precisely at the end on a
-one-row query over thousands of alternating iterations.
+Default: an instrumented pass (traced against plain), then an A/A control pass, then the fixed
+cost on a one-row query; about 4-5 minutes at SF 0.1 on a 2-core machine. ``--no-control``
+skips the control pass, ``--control`` runs only the control pass (and an A/A fixed cost).
+
+Method. TPC-H data is made with ``tpchgen-cli`` at the given scale factor (cached under
+``benchmarks/.data``); before the first round every query is measured once on each side and
+the result discarded (warm-up). A pass is ``--rounds`` rounds; a round goes over the 22
+queries once, starting at query ``round % 22`` (rotated), and measures each query on both
+sides back to back: side A (plain, uninstrumented) and side B (traced), A first when
+``round + query index`` is even, B first when it is odd. One measurement calls
+``instrument(capture_plan_artifacts=False, auto_run=True)`` for side B (``uninstrument()``
+after it), runs the query's statements once untimed in that mode, then once timed with
+``perf_counter_ns``; the toggles and the untimed run are outside the timed region. With
+``--in-run`` both runs of a measurement (on both sides) are inside one ``tracked_run``, opened
+and closed outside the timed region; without it the instrumentor's ``auto_run`` makes each
+traced execution its own run. A query file may hold several statements (q15 creates and drops
+a view): times are divided by the number of statements, giving ms per execution.
+
+Statistics, in ms per execution. Paired delta = B minus A of the same query in the same round
+(this cancels the machine's slow drift). Per query: the median paired delta over the rounds.
+Headline: the median over the 22 queries of those per-query medians. Its 95% confidence
+interval is a percentile bootstrap: each of ``--resamples`` resamples draws, independently per
+query, as many rounds as were run, with replacement, and recomputes the headline; the interval
+runs from the 2.5th to the 97.5th percentile of the resampled headlines (fixed ``--seed``).
+The pooled median of all paired deltas (22 x rounds) is printed as a cross-check. Verdict on
+the target (at most 0.1 ms per execution): "met" if the CI's upper end is <= 0.1 ms, "not met"
+if its lower end is > 0.1 ms, else "not shown". With fewer than 20 rounds the bootstrap
+interval is too narrow to trust (the output says so).
+
+A/A control: the same pass with both sides uninstrumented (B is not instrumented either); the
+true difference is zero, so its headline shows the procedure's own bias and its CI the noise
+floor of the measurement.
+
+Fixed cost: on a one-row query, pairs of blocks of 50 timed calls, one block per side, the
+order alternating from pair to pair; each block is preceded by the toggle and one untimed call.
+The median paired block delta is the cost per execution that does not depend on query work.
 
 Spans go to an SDK TracerProvider with a BatchSpanProcessor and an exporter that drops them,
 plus the package's DiagnosticsSpanProcessor (what ``datafusion_otel.configure`` sets up).
@@ -19,9 +48,14 @@ plus the package's DiagnosticsSpanProcessor (what ``datafusion_otel.configure`` 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from datafusion import SessionContext
@@ -31,6 +65,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from datafusion_otel import DataFusionInstrumentor, configure, tpch, tracked_run
 
 HERE = Path(__file__).resolve().parent
+TARGET_MS = 0.1
+MIN_ROUNDS_FOR_CI = 20
+FIXED_BLOCK = 50
+ONE_ROW = "SELECT a FROM one"
 
 
 class DropExporter(SpanExporter):
@@ -47,86 +85,196 @@ def ensure_data(scale: float) -> Path:
     return tpch.generate(scale, HERE / ".data" / f"tpch-sf{scale}")
 
 
-def run_query(ctx: SessionContext, stmts: list[str]) -> None:
+def run_query(ctx: SessionContext, stmts: Sequence[str]) -> None:
     for stmt in stmts:
         ctx.sql(stmt).collect()
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter_ns()
-    fn()
-    return (time.perf_counter_ns() - start) / 1e6
+@dataclass
+class Side:
+    """How one side of a pair is measured: instrumented or not, inside a run or not."""
 
+    instrumented: bool
+    in_run: bool
 
-def alternate(fn: Callable[[], object], rounds: int, in_run: bool) -> tuple[float, float, float]:
-    """Median ms of ``fn`` uninstrumented and instrumented, and the median paired delta.
-
-    Rounds alternate the order (plain first, then traced first), and each round runs ``fn``
-    once untimed in each mode first, so that what is timed is the steady state. The paired
-    delta (traced minus plain within one round) cancels slow drift of the machine.
-    """
-    instrumentor = DataFusionInstrumentor()
-    plain: list[float] = []
-    traced: list[float] = []
-
-    def measure(on: bool) -> float:
-        if on:
-            instrumentor.instrument()
+    @contextmanager
+    def mode(self) -> Iterator[None]:
+        """Instrument (if this side is traced) and open the run (if ``--in-run``), untimed."""
+        instrumentor = DataFusionInstrumentor()
+        if self.instrumented:
+            instrumentor.instrument(capture_plan_artifacts=False, auto_run=True)
         try:
-            if in_run:
-                with tracked_run(label="bench"):
-                    fn()
-                    return timed(fn)
-            fn()
-            return timed(fn)
+            run: AbstractContextManager[object] = (
+                tracked_run(label="bench") if self.in_run else nullcontext()
+            )
+            with run:
+                yield
         finally:
-            if on:
+            if self.instrumented:
                 instrumentor.uninstrument()
 
+    def measure(self, fn: Callable[[], object]) -> int:
+        """Ns of one timed call of ``fn`` in this side's mode, after one untimed call."""
+        with self.mode():
+            fn()
+            start = time.perf_counter_ns()
+            fn()
+            return time.perf_counter_ns() - start
+
+
+@dataclass
+class PassResult:
+    """Ms per execution of each query on each side, one value per round."""
+
+    a: dict[int, list[float]] = field(default_factory=dict)
+    b: dict[int, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def deltas(self, number: int) -> list[float]:
+        return [b - a for a, b in zip(self.a[number], self.b[number], strict=True)]
+
+
+def run_pass(
+    ctx: SessionContext,
+    queries: dict[int, list[str]],
+    rounds: int,
+    side_a: Side,
+    side_b: Side,
+) -> PassResult:
+    numbers = list(queries)
+    result = PassResult({n: [] for n in numbers}, {n: [] for n in numbers})
+    start = time.perf_counter()
+    for r in range(rounds):
+        for k in range(len(numbers)):
+            index = (r + k) % len(numbers)
+            number = numbers[index]
+            stmts = queries[number]
+            order = (False, True) if (r + index) % 2 == 0 else (True, False)
+            for is_b in order:
+                side = side_b if is_b else side_a
+                ns = side.measure(partial(run_query, ctx, stmts))
+                (result.b if is_b else result.a)[number].append(ns / 1e6 / len(stmts))
+        if sys.stderr.isatty():
+            print(f"\r  round {r + 1}/{rounds}", end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print("\r" + " " * 30 + "\r", end="", file=sys.stderr, flush=True)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def headline(deltas: Sequence[Sequence[float]]) -> float:
+    """Median over queries of the per-query median delta."""
+    return statistics.median(statistics.median(d) for d in deltas)
+
+
+def bootstrap_ci(
+    deltas: Sequence[Sequence[float]], resamples: int, seed: int
+) -> tuple[float, float]:
+    """95% percentile interval of `headline`, resampling rounds independently per query."""
+    rng = random.Random(seed)
+    values = [headline([rng.choices(d, k=len(d)) for d in deltas]) for _ in range(resamples)]
+    cuts = statistics.quantiles(values, n=40, method="inclusive")
+    return cuts[0], cuts[-1]
+
+
+def quartile_range(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def report_pass(
+    title: str, labels: tuple[str, str], result: PassResult, resamples: int, seed: int
+) -> tuple[float, float, float]:
+    """Print the per-query table and the summary of one pass; return headline and CI."""
+    numbers = list(result.a)
+    rounds = len(result.a[numbers[0]])
+    print(f"\n{title}: {rounds} rounds, {result.seconds:.0f} s")
+    a_label, b_label = labels
+    print(
+        f"{'query':>5} {a_label + ' ms':>10} {b_label + ' ms':>10}"
+        f" {'median delta':>13} {'delta IQR':>10}   (ms per execution)"
+    )
+    per_query: list[list[float]] = []
+    for number in numbers:
+        deltas = result.deltas(number)
+        per_query.append(deltas)
+        a = statistics.median(result.a[number])
+        b = statistics.median(result.b[number])
+        print(
+            f"{'q' + str(number):>5} {a:10.2f} {b:10.2f}"
+            f" {statistics.median(deltas):13.3f} {quartile_range(deltas):10.3f}"
+        )
+    head = headline(per_query)
+    low, high = bootstrap_ci(per_query, resamples, seed)
+    pooled = statistics.median(d for deltas in per_query for d in deltas)
+    count = sum(len(d) for d in per_query)
+    print(
+        f"headline (median over {len(numbers)} queries of the per-query median delta):"
+        f" {head:.3f} ms/exec"
+    )
+    print(
+        f"  95% CI [{low:.3f}, {high:.3f}] ms (bootstrap: {resamples} resamples of the rounds,"
+        f" independently per query, seed {seed})"
+    )
+    print(f"pooled median of all {count} paired deltas: {pooled:.3f} ms/exec")
+    if rounds < MIN_ROUNDS_FOR_CI:
+        print(f"  (fewer than {MIN_ROUNDS_FOR_CI} rounds: the bootstrap CI is too narrow to trust)")
+    return head, low, high
+
+
+def verdict(low: float, high: float) -> str:
+    if high <= TARGET_MS:
+        return "met"
+    if low > TARGET_MS:
+        return "not met"
+    return f"not shown (CI straddles {TARGET_MS} ms)"
+
+
+def fixed_cost(
+    ctx: SessionContext, iterations: int, side_a: Side, side_b: Side
+) -> tuple[float, float, float, int]:
+    """Median ms/exec of A blocks, of B blocks, and median paired block delta; pair count."""
+    a_times: list[float] = []
+    b_times: list[float] = []
     deltas: list[float] = []
-    for i in range(rounds):
+
+    def block() -> None:
+        for _ in range(FIXED_BLOCK):
+            ctx.sql(ONE_ROW).collect()
+
+    pairs = max(1, iterations // FIXED_BLOCK)
+    for i in range(pairs):
         order = (False, True) if i % 2 == 0 else (True, False)
-        times = {on: measure(on) for on in order}
-        plain.append(times[False])
-        traced.append(times[True])
+        times: dict[bool, float] = {}
+        for is_b in order:
+            side = side_b if is_b else side_a
+            times[is_b] = side.measure(block) / 1e6 / FIXED_BLOCK
+        a_times.append(times[False])
+        b_times.append(times[True])
         deltas.append(times[True] - times[False])
-    return statistics.median(plain), statistics.median(traced), statistics.median(deltas)
-
-
-def fixed_cost(ctx: SessionContext, iterations: int, in_run: bool) -> float:
-    """Median extra ms per execution on a one-row query (blocks of 50 calls, alternating)."""
-    instrumentor = DataFusionInstrumentor()
-    deltas: list[float] = []
-    block = 50
-
-    def run_block() -> float:
-        start = time.perf_counter_ns()
-        for _ in range(block):
-            ctx.sql("SELECT a FROM one").collect()
-        return (time.perf_counter_ns() - start) / 1e6 / block
-
-    for _ in range(iterations // block):
-        plain = run_block()
-        instrumentor.instrument()
-        try:
-            if in_run:
-                with tracked_run(label="bench"):
-                    traced = run_block()
-            else:
-                traced = run_block()
-        finally:
-            instrumentor.uninstrument()
-        deltas.append(traced - plain)
-    return statistics.median(deltas)
+    return (
+        statistics.median(a_times),
+        statistics.median(b_times),
+        statistics.median(deltas),
+        pairs,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.1)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=56)
     parser.add_argument("--fixed-iterations", type=int, default=4000)
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--in-run", action="store_true", help="inside tracked_run, no auto run")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--control", action="store_true", help="only the A/A control pass")
+    which.add_argument("--no-control", action="store_true", help="skip the A/A control pass")
     args = parser.parse_args()
+    started = time.perf_counter()
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(DropExporter()))
@@ -136,24 +284,75 @@ def main() -> int:
     ctx = SessionContext()
     tpch.register_tables(ctx, data)
     ctx.from_pydict({"a": [1]}, name="one")
+    queries = {n: tpch.query_statements(n) for n in tpch.QUERY_NUMBERS}
+
+    plain = Side(instrumented=False, in_run=args.in_run)
+    traced = Side(instrumented=True, in_run=args.in_run)
+    for side in (plain, traced):  # warm up caches and the instrumentation's first call
+        for stmts in queries.values():
+            side.measure(partial(run_query, ctx, stmts))
+
     mode = "inside tracked_run" if args.in_run else "auto_run (each execution is a run)"
-    print(f"span-only overhead, TPC-H SF {args.scale}, {args.rounds} rounds, {mode}")
-    print(f"{'query':>5} {'plain ms':>10} {'traced ms':>10} {'paired delta ms/exec':>21}")
-    deltas: list[float] = []
-    for number in tpch.QUERY_NUMBERS:
-        stmts = tpch.query_statements(number)
-        run_query(ctx, stmts)  # warm up caches
-        plain, traced, paired = alternate(
-            lambda s=stmts: run_query(ctx, s), args.rounds, args.in_run
+    print(f"span-only overhead, TPC-H SF {args.scale}, {mode}")
+    print(
+        "paired delta = B - A in the same round; order alternating, start query rotating,"
+        " each timed run preceded by an untimed one"
+    )
+    main_ci: tuple[float, float, float] | None = None
+    if not args.control:
+        result = run_pass(ctx, queries, args.rounds, plain, traced)
+        main_ci = report_pass(
+            "instrumented pass (A = plain, B = traced)",
+            ("plain", "traced"),
+            result,
+            args.resamples,
+            args.seed,
         )
-        delta = paired / len(stmts)
-        deltas.append(delta)
-        print(f"{'q' + str(number):>5} {plain:10.2f} {traced:10.2f} {delta:21.3f}")
-    print(f"median delta over {len(deltas)} TPC-H queries: {statistics.median(deltas):.3f} ms")
-    fixed = fixed_cost(ctx, args.fixed_iterations, args.in_run)
-    calls = args.fixed_iterations
-    print(f"fixed cost per execution (one-row query, {calls} calls): {fixed:.3f} ms")
+    control_ci: tuple[float, float, float] | None = None
+    if not args.no_control:
+        result = run_pass(ctx, queries, args.rounds, plain, plain)
+        control_ci = report_pass(
+            "A/A control pass (both sides uninstrumented, same procedure)",
+            ("A", "B"),
+            result,
+            args.resamples,
+            args.seed,
+        )
+        print(
+            "  the true A/A difference is 0: this headline is the measurement's own bias,"
+            " its CI the noise floor"
+        )
+
+    print(f"\nfixed cost on a one-row query ({ONE_ROW!r}), blocks of {FIXED_BLOCK} calls:")
+    if main_ci is not None:
+        a, b, delta, pairs = fixed_cost(ctx, args.fixed_iterations, plain, traced)
+        print(f"  plain   {a:.3f} ms/exec: median per-call time of {pairs} uninstrumented blocks")
+        print(f"  traced  {b:.3f} ms/exec: median per-call time of {pairs} instrumented blocks")
+        print(
+            f"  delta   {delta:.3f} ms/exec: fixed cost per execution"
+            f" (median of {pairs} paired block deltas, traced - plain)"
+        )
+    if control_ci is not None:
+        _, _, delta, pairs = fixed_cost(ctx, args.fixed_iterations, plain, plain)
+        print(
+            f"  A/A     {delta:.3f} ms/exec: the same with both blocks uninstrumented"
+            f" (median of {pairs} paired block deltas, bias of this measurement)"
+        )
     provider.shutdown()
+
+    print()
+    if main_ci is not None:
+        head, low, high = main_ci
+        print(
+            f"overhead per execution: {head:.3f} ms, 95% CI [{low:.3f}, {high:.3f}]"
+            f" (median over TPC-H queries)"
+        )
+    if control_ci is not None:
+        head, low, high = control_ci
+        print(f"A/A control (bias/noise floor): {head:.3f} ms, 95% CI [{low:.3f}, {high:.3f}]")
+    if main_ci is not None:
+        print(f"target <= {TARGET_MS} ms: {verdict(main_ci[1], main_ci[2])}")
+    print(f"elapsed: {time.perf_counter() - started:.0f} s")
     return 0
 
 

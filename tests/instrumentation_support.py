@@ -25,6 +25,8 @@ class Traced:
     instrumentor: DataFusionInstrumentor
 
     def spans(self) -> list[ReadableSpan]:
+        """Finished spans, after ``provider.force_flush()`` (which creates deferred spans)."""
+        self.provider.force_flush()
         return list(self.exporter.get_finished_spans())
 
     def executions(self) -> list[ReadableSpan]:
@@ -37,6 +39,8 @@ class Traced:
         return found[0]
 
     def clear(self) -> None:
+        """Forget every span so far, pending ones included."""
+        self.provider.force_flush()
         self.exporter.clear()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from opentelemetry.trace import format_trace_id
 
 from datafusion_otel import attributes as attr
 from datafusion_otel import tracked_run
+from datafusion_otel._span_rows import run_row
 from instrumentation_support import Traced, instrumented, make_context
 
 
@@ -95,8 +97,11 @@ def test_path_outside_a_run_is_its_own_run(traced: Traced, tmp_path: Path, metho
     _check_attributes(span, method, rows, ctx)
     assert span.parent is None
     assert span.attributes[attr.RUN_ID] == format_trace_id(span.context.trace_id)
-    assert span.attributes[attr.RUN_LABEL] == "SELECT t"
-    assert span.attributes[attr.RUN_STATUS] == "completed"
+    assert span.name == "SELECT t"
+    assert attr.RUN_STATUS not in span.attributes  # derived: "completed" unless it failed
+    row = run_row(span)
+    assert (row["label"], row["status"]) == ("SELECT t", "completed")
+    assert json.loads(str(row["metadata"]))["auto_run"] is True
     assert len(traced.spans()) == 1  # no second span from internal nesting
 
 

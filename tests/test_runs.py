@@ -201,7 +201,10 @@ class TestFailedRuns:
 
     @pytest.mark.parametrize(
         ("exc", "type_name"),
-        [(ValueError("bad input 'alice' 42"), "ValueError"), (KeyboardInterrupt(), "KeyboardInterrupt")],
+        [
+            (ValueError("bad input 'alice' 42"), "ValueError"),
+            (KeyboardInterrupt(), "KeyboardInterrupt"),
+        ],
     )
     def test_exception_fails_the_run_and_is_reraised(self, configured, sink, ctx, exc, type_name):
         message = "bad input ? ?" if str(exc) else ""  # literals in messages are sanitized

@@ -14,6 +14,7 @@ from datafusion_otel._payloads import PayloadEvent
 __all__ = ["event_rows", "is_run_root", "run_row"]
 
 _NS_PER_MS = 1_000_000
+_AUTO_RUN_METADATA = json.dumps({"auto_run": True})
 
 
 def is_run_root(span: ReadableSpan) -> bool:
@@ -32,7 +33,12 @@ def run_row(span: ReadableSpan) -> dict[str, object]:
     start_ms = (span.start_time or 0) // _NS_PER_MS
     end_ms = span.end_time // _NS_PER_MS if span.end_time is not None else None
     metadata = attrs.get(attr.RUN_METADATA)
-    metadata_json = metadata if isinstance(metadata, str) else json.dumps({})
+    if isinstance(metadata, str):
+        metadata_json = metadata
+    elif attr.DATAFUSION_METHOD in attrs:  # an auto run: one instrumented execution
+        metadata_json = _AUTO_RUN_METADATA
+    else:
+        metadata_json = json.dumps({})
     exported = attrs.get(attr.RUN_EXPORTED)
     if isinstance(exported, bool):  # whether the run left the process (sampling, exporters)
         merged = json.loads(metadata_json)

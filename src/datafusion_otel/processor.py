@@ -19,7 +19,7 @@ from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import DeliveryStats, dispatcher
 from datafusion_otel._payloads import PayloadEvent
-from datafusion_otel._span_rows import event_rows, is_run_root, run_row
+from datafusion_otel._span_rows import event_rows, run_row
 from datafusion_otel.diagnostics import DiagnosticsSink
 
 __all__ = ["DiagnosticsSpanProcessor"]
@@ -77,12 +77,20 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         events = getattr(span, "_events", None)
         if events is None:
             events = span.events
-        root = span.parent is None and is_run_root(span)
-        if not root and not any(isinstance(e, PayloadEvent) for e in events):
-            return
-        run_id = format_trace_id(span.context.trace_id)
+        marker: object = None
+        if span.parent is None:  # a run's root span carries its run id (see `is_run_root`)
+            attributes = getattr(span, "_attributes", None)
+            if attributes is None:
+                attributes = span.attributes
+            if attributes:
+                marker = attributes.get(attr.RUN_ID)
+        root = marker is not None
         if root:
-            run_id = str((span.attributes or {}).get(attr.RUN_ID, run_id))
+            run_id = str(marker)
+        elif any(isinstance(e, PayloadEvent) for e in events):
+            run_id = format_trace_id(span.context.trace_id)
+        else:
+            return
         route = _routing.lookup(run_id)
         owns_route = route is not None and route.owner is self
         targets: list[DiagnosticsSink] = []

@@ -30,6 +30,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from datafusion_otel import _deferred
 from datafusion_otel.instrumentation._execution import Tracing
 from datafusion_otel.instrumentation._options import InstrumentationOptions, resolve_options
 from datafusion_otel.instrumentation._streams import TracedRecordBatchStream
@@ -72,6 +73,31 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def instrumentation_dependencies(self) -> Collection[str]:
         """Return the instrumented library's requirement (``datafusion >= 55, < 56``)."""
         return _instruments
+
+    @property
+    def pending_spans(self) -> int:
+        """Execution spans recorded but not created yet (see `flush_spans`)."""
+        return len(_deferred.queue)
+
+    @property
+    def dropped_spans(self) -> int:
+        """Execution spans lost since the process started.
+
+        Counts spans dropped because too many were waiting, spans that could not be created,
+        and spans created during ``TracerProvider.shutdown()`` (exporters that were shut down
+        before may have missed them).
+        """
+        queue = _deferred.queue
+        return queue.dropped + queue.failed + queue.late
+
+    def flush_spans(self) -> int:
+        """Create every pending execution span now; return how many were created.
+
+        Span-only executions record their span and a background thread creates it within
+        about 0.1 s. ``datafusion_otel.force_flush()``, ``TracerProvider.force_flush()``,
+        `uninstrument` and interpreter exit do this too.
+        """
+        return _deferred.flush()
 
     @property
     def options(self) -> InstrumentationOptions | None:
@@ -149,3 +175,4 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 setattr(cls, name, original)
             self._originals = {}
             self._tracing = None
+        _deferred.flush()  # the spans of executions before this call exist afterwards

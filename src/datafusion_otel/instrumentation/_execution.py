@@ -5,11 +5,22 @@ Span placement:
 * Inside a run (`datafusion_otel.runs.current_run`) or under any active span, the execution
   span is a child of the current context.
 * Otherwise, with ``auto_run=True``, the execution span itself is the root span of a new run:
-  it carries the run attributes (`attributes.RUN_ID` = its trace id, the label = the query
-  summary, the status), so the diagnostics processor records a ``datafusion_runs_v1`` row for
-  it like for any run. One span instead of a run span plus a child keeps span-only overhead
-  under 0.1 ms; `current_run` stays None during such an execution (there is no
-  `DataFusionRun` object).
+  it carries `attributes.RUN_ID` (= its trace id) and `attributes.RUN_EXPORTED`, so the
+  diagnostics processor records a ``datafusion_runs_v1`` row for it like for any run. The
+  run's label is the span name and its metadata ``{"auto_run": true}``; its status is
+  "completed" unless the execution failed (then `attributes.RUN_STATUS` = "failed" and the
+  metadata carry the error). One span instead of a run span plus a child, and no attribute
+  that the processor can derive, keep span-only overhead low; `current_run` stays None
+  during such an execution (there is no `DataFusionRun` object).
+* The start attributes of an execution are built once per query text, session and method
+  (`start_attributes`) and shared by its executions.
+
+When the span is created: in span-only mode (no artifact capture, not a DataFrame compiled by
+the bridge) an execution is *deferred*: the call only records its start and end time, its
+parent context and its result figures, and `datafusion_otel._deferred` creates the span off
+the query path, with those times, within about 0.1 s (or at the next flush). Such a span is
+not made current during the call: nothing can be its child. A failing execution, or one with
+artifact capture, creates its span at once (the exception event or the artifacts need it).
 
 Nothing here raises into the user's program: instrumentation errors are logged once per site
 on the ``datafusion_otel.instrumentation`` logger and the query runs untraced or half-traced.
@@ -21,6 +32,9 @@ import contextvars
 import functools
 import logging
 import threading
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -29,6 +43,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
+from datafusion_otel import _deferred
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._errors import error_text, record_exception
@@ -42,20 +57,21 @@ from datafusion_otel.runs import current_run
 from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy
 
 __all__ = [
+    "INSIDE",
     "Execution",
     "Tracing",
     "internal_error",
-    "mark_inside",
-    "unmark_inside",
+    "start_attributes",
 ]
 
 _LOG = logging.getLogger("datafusion_otel.instrumentation")
 _PLAN_NOT_KEPT = "this execution path does not keep the executed plan: no runtime metrics"
-_AUTO_RUN_METADATA = json_dumps({"auto_run": True})
-_OK = Status(StatusCode.OK)
-_inside: contextvars.ContextVar[bool] = contextvars.ContextVar(
+_END_LOCK = threading.Lock()
+_ROOT_CONTEXT = otel_context.Context()  # the parent of auto runs: none
+INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "datafusion_otel_inside_instrumented_call", default=False
 )
+"""True inside an instrumented call: nested DataFusion calls there are not traced again."""
 _logged_sites: set[str] = set()
 _logged_lock = threading.Lock()
 
@@ -72,21 +88,6 @@ def internal_error(site: str) -> None:
         "(further errors here are logged at DEBUG level)",
         site,
     )
-
-
-def is_inside() -> bool:
-    """Return True inside an instrumented call (nested calls must not trace again)."""
-    return _inside.get()
-
-
-def mark_inside() -> contextvars.Token[bool]:
-    """Mark the current context as inside an instrumented call; returns the reset token."""
-    return _inside.set(True)
-
-
-def unmark_inside(token: contextvars.Token[bool]) -> None:
-    """Undo `mark_inside`."""
-    _inside.reset(token)
 
 
 class Tracing:
@@ -110,94 +111,183 @@ class Tracing:
         tracer = self._tracer
         if provider is not self._provider or tracer is None:
             tracer = provider.get_tracer(attr.TRACER_NAME, __version__)
+            if isinstance(provider, SdkTracerProvider):
+                _deferred.hook(provider)  # provider.force_flush() creates pending spans
             with self._lock:
                 self._provider, self._tracer = provider, tracer
         return provider, tracer
 
-    def begin(self, method: str, summary: QuerySummary, info: QueryInfo) -> Execution | None:
-        """Start the span of one execution; None if that failed (the query runs untraced)."""
+    def begin(
+        self,
+        method: str,
+        summary: QuerySummary,
+        info: QueryInfo,
+        parent: otel_context.Context,
+        *,
+        defer: bool,
+    ) -> Execution | None:
+        """Start one execution; None if that failed (the query then runs untraced).
+
+        Args:
+            method: ``"DataFrame.collect"``...
+            summary: What the query does (names the span).
+            info: What is known about the query.
+            parent: The context of the user's call.
+            defer: Only record the span now and create it off the query path (see
+                `datafusion_otel._deferred`), unless something needs it earlier (an error,
+                artifact capture).
+        """
         try:
-            return self._begin(method, summary, info)
+            return self._begin(method, summary, info, parent, defer)
         except Exception:
             internal_error("starting an execution span")
             return None
 
-    def _begin(self, method: str, summary: QuerySummary, info: QueryInfo) -> Execution:
+    def _begin(
+        self,
+        method: str,
+        summary: QuerySummary,
+        info: QueryInfo,
+        parent: otel_context.Context,
+        defer: bool,
+    ) -> Execution:
         provider, tracer = self.tracer()
-        name = span_name(summary)
-        attributes: dict[str, AttributeValue] = {
-            attr.DB_SYSTEM_NAME: attr.DB_SYSTEM_VALUE,
-            attr.DB_QUERY_SUMMARY: name,
-            attr.DATAFUSION_METHOD: method,
-        }
-        if summary.operation:
-            attributes[attr.DB_OPERATION_NAME] = summary.operation
-        if len(summary.tables) == 1:
-            attributes[attr.DB_COLLECTION_NAME] = summary.tables[0]
-        text = query_text(info.sql, self.options.sql_text)
-        if text is not None:
-            attributes[attr.DB_QUERY_TEXT] = text
-        if info.session_id is not None:
-            attributes[attr.DATAFUSION_SESSION_ID] = info.session_id
         is_run = (
             self.options.auto_run
             and current_run() is None
-            and not trace.get_current_span().get_span_context().is_valid
+            and not trace.get_current_span(parent).get_span_context().is_valid
         )
-        if is_run:
-            attributes[attr.RUN_LABEL] = name
-            if provider is not self._with_processor and isinstance(provider, SdkTracerProvider):
+        if is_run and provider is not self._with_processor:
+            if isinstance(provider, SdkTracerProvider):
                 processor_for(provider)  # rows of auto runs reach the diagnostics tables
-                self._with_processor = provider
-        span = tracer.start_span(
-            name,
-            context=otel_context.Context() if is_run else None,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
+            self._with_processor = provider
+        return Execution(
+            self,
+            tracer,
+            method,
+            summary,
+            _ROOT_CONTEXT if is_run else parent,
+            info,
+            run_provider=provider if is_run else None,
+            defer=defer,
         )
-        run_attributes: dict[str, AttributeValue] | None = None
-        if is_run:  # set with the ending attributes: one attribute update per span, not two
-            context = span.get_span_context()
-            run_attributes = {
-                attr.RUN_ID: format_trace_id(context.trace_id),
-                attr.RUN_EXPORTED: bool(context.trace_flags.sampled)
-                and isinstance(provider, SdkTracerProvider)
-                and exports_from(provider),
-                attr.RUN_METADATA: _AUTO_RUN_METADATA,
-            }
-        return Execution(self, span, info, run_attributes=run_attributes)
+
+
+@functools.lru_cache(maxsize=1024)
+def start_attributes(
+    method: str,
+    summary: QuerySummary,
+    sql: str | None,
+    session_id: str | None,
+    policy: SqlTextPolicy,
+) -> tuple[str, Mapping[str, AttributeValue]]:
+    """Return the span name and start attributes of an execution (cached: built once per query).
+
+    The mapping is shared between executions of the same query and must not be modified (the
+    SDK copies it into each span).
+    """
+    name = span_name(summary)
+    attributes: dict[str, AttributeValue] = {
+        attr.DB_SYSTEM_NAME: attr.DB_SYSTEM_VALUE,
+        attr.DB_QUERY_SUMMARY: name,
+        attr.DATAFUSION_METHOD: method,
+    }
+    if summary.operation:
+        attributes[attr.DB_OPERATION_NAME] = summary.operation
+    if len(summary.tables) == 1:
+        attributes[attr.DB_COLLECTION_NAME] = summary.tables[0]
+    text = query_text(sql, policy)
+    if text is not None:
+        attributes[attr.DB_QUERY_TEXT] = text
+    if session_id is not None:
+        attributes[attr.DATAFUSION_SESSION_ID] = session_id
+    return name, MappingProxyType(attributes)
 
 
 class Execution:
-    """The span of one execution, from the user's call to the end of its result."""
+    """The span of one execution, from the user's call to the end of its result.
 
-    @property
-    def is_run(self) -> bool:
-        """Whether the execution span is the root span of its own run (auto run)."""
-        return self.run_attributes is not None
+    A deferred execution creates no span until it ends: it is then queued and its span is
+    created later with the recorded start and end times (`materialize`). Reading `span`
+    creates it at once (artifact capture and errors need it).
+    """
 
-    __slots__ = ("_ended", "_lock", "_token", "info", "run_attributes", "span", "tracing")
+    __slots__ = (
+        "_end_ns",
+        "_ended",
+        "_ending",
+        "_method",
+        "_parent",
+        "_run_provider",
+        "_span",
+        "_start_ns",
+        "_summary",
+        "_token",
+        "_tracer",
+        "info",
+        "tracing",
+    )
 
     def __init__(
         self,
         tracing: Tracing,
-        span: trace.Span,
+        tracer: trace.Tracer,
+        method: str,
+        summary: QuerySummary,
+        parent: otel_context.Context,
         info: QueryInfo,
         *,
-        run_attributes: dict[str, AttributeValue] | None,
+        run_provider: trace.TracerProvider | None,
+        defer: bool,
     ) -> None:
         self.tracing = tracing
-        self.span = span
         self.info = info
-        self.run_attributes = run_attributes  # set when the span ends; None unless an auto run
+        self._tracer = tracer
+        self._method = method
+        self._summary = summary
+        self._parent = parent
+        self._run_provider = run_provider  # the span's provider if it is an auto run, else None
         self._token: object | None = None
         self._ended = False
-        self._lock = threading.Lock()
+        self._ending: dict[str, AttributeValue] = {}
+        self._end_ns: int | None = None
+        self._start_ns = time.time_ns()
+        self._span: trace.Span | None = None
+        if not defer:
+            self._span = self._start()
+
+    def _start(self) -> trace.Span:
+        info = self.info
+        name, attributes = start_attributes(
+            self._method, self._summary, info.sql, info.session_id, self.tracing.options.sql_text
+        )
+        return self._tracer.start_span(
+            name,
+            context=self._parent,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=self._start_ns,
+        )
+
+    @property
+    def span(self) -> trace.Span:
+        """The execution span (created now if it was deferred)."""
+        span = self._span
+        if span is None:
+            span = self._span = self._start()
+        return span
+
+    @property
+    def is_run(self) -> bool:
+        """Whether the execution span is the root span of its own run (auto run)."""
+        return self._run_provider is not None
 
     def activate(self) -> None:
-        """Make the span current for the duration of the user's call."""
+        """Make the span current for the duration of the user's call (if it exists yet)."""
+        if self._span is None:
+            return  # deferred: nothing may parent to a span that does not exist yet
         try:
-            self._token = otel_context.attach(trace.set_span_in_context(self.span))
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
         except Exception:
             internal_error("activating an execution span")
 
@@ -245,39 +335,64 @@ class Execution:
             error: The exception that ended the execution, if any.
             extra: More attributes to set.
         """
-        with self._lock:
+        with _END_LOCK:  # a stream may end in its consumer and in a finalizer at once
             if self._ended:
                 return
             self._ended = True
         try:
-            span = self.span
             ending: dict[str, AttributeValue] = dict(extra) if extra else {}
-            if self.run_attributes is not None:
-                ending.update(self.run_attributes)
             if rows is not None:
                 ending[attr.DB_RESPONSE_RETURNED_ROWS] = rows
             if partitions is not None:
                 ending[attr.DATAFUSION_PARTITION_COUNT] = partitions
-            if error is not None:
-                error_type = type(error).__qualname__
-                policy = self.tracing.options.sql_text
-                message = error_text(str(error), policy)  # messages quote query literals
-                record_exception(span, error, policy)
-                ending[attr.ERROR_TYPE] = error_type
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
-                if self.is_run:
-                    ending[attr.RUN_STATUS] = "failed"
-                    ending[attr.RUN_METADATA] = json_dumps(
-                        {"auto_run": True, "error_type": error_type, "error_message": message}
-                    )
-            elif self.is_run:
-                ending[attr.RUN_STATUS] = "completed"
-                span.set_status(_OK)
-            if ending:
-                span.set_attributes(ending)
-            span.end()
+            if error is None and self._span is None:
+                self._ending = ending
+                self._end_ns = time.time_ns()
+                _deferred.queue.add(self)  # the span is created off the query path
+                return
+            self._finish(self.span, ending, error)
         except Exception:
             internal_error("ending an execution span")
+
+    def materialize(self) -> None:
+        """Create and end the deferred span with its recorded times (called off the query path)."""
+        self._finish(self.span, self._ending, None, end_ns=self._end_ns)
+
+    def _finish(
+        self,
+        span: trace.Span,
+        ending: dict[str, AttributeValue],
+        error: BaseException | None,
+        *,
+        end_ns: int | None = None,
+    ) -> None:
+        provider = self._run_provider
+        if provider is not None:
+            # The run's label is the span name, its status "completed" unless it failed and
+            # its metadata {"auto_run": true}: `run_row` derives them, so a successful auto
+            # run costs two attributes, not five.
+            context = span.get_span_context()
+            ending[attr.RUN_ID] = format_trace_id(context.trace_id)
+            ending[attr.RUN_EXPORTED] = (
+                bool(context.trace_flags.sampled)
+                and isinstance(provider, SdkTracerProvider)
+                and exports_from(provider)
+            )
+        if error is not None:
+            error_type = type(error).__qualname__
+            policy = self.tracing.options.sql_text
+            message = error_text(str(error), policy)  # messages quote query literals
+            record_exception(span, error, policy)
+            ending[attr.ERROR_TYPE] = error_type
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
+            if provider is not None:
+                ending[attr.RUN_STATUS] = "failed"
+                ending[attr.RUN_METADATA] = json_dumps(
+                    {"auto_run": True, "error_type": error_type, "error_message": message}
+                )
+        if ending:
+            span.set_attributes(ending)
+        span.end(end_time=end_ns)
 
 
 def _capture(
@@ -295,7 +410,7 @@ def _capture(
     skipped here. Everything the bridge runs is marked as inside an instrumented call, so its
     own DataFusion calls are never traced.
     """
-    token = _inside.set(True)
+    token = INSIDE.set(True)
     try:
         options = _bridge_options(tracing.options.sql_text if tracing is not None else "sanitized")
         record_execution_artifacts(
@@ -304,7 +419,7 @@ def _capture(
     except Exception:
         internal_error("capturing plan artifacts")
     finally:
-        _inside.reset(token)
+        INSIDE.reset(token)
 
 
 @functools.lru_cache(maxsize=8)

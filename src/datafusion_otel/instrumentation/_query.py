@@ -38,7 +38,7 @@ _DML_OPERATION = re.compile(r"^Dml: op=\[(\w+)")
 _MAX_SUMMARY = 255
 
 
-@dataclass
+@dataclass(slots=True)
 class QueryInfo:
     """What is known about the query behind one DataFrame.
 
@@ -77,6 +77,7 @@ def info_for(df: object) -> QueryInfo:
     return info
 
 
+@lru_cache(maxsize=1024)
 def is_eager_statement(sql: str) -> bool:
     """Return True if ``SessionContext.sql(sql)`` executes the statement before returning."""
     rest = _LEADING_NOISE.sub("", sql, count=1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,16 +31,16 @@ from typing import Any, Literal
 import pyarrow as pa
 from datafusion import DataFrame, SessionContext
 from datafusion import functions as f
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry import context as otel_context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
+from opentelemetry.context import Context
 
 from datafusion_otel.bridge import is_self_capturing
 from datafusion_otel.instrumentation._execution import (
+    INSIDE,
     Execution,
     Tracing,
     internal_error,
-    is_inside,
-    mark_inside,
-    unmark_inside,
 )
 from datafusion_otel.instrumentation._query import (
     QueryInfo,
@@ -58,11 +59,18 @@ from datafusion_otel.sanitize import QuerySummary
 
 __all__ = ["CONTEXT_METHODS", "DATAFRAME_METHODS", "MethodSpec", "make_wrapper"]
 
+# The keys `opentelemetry.instrumentation.utils.suppress_instrumentation` sets (read here from
+# the one context read of each call instead of through `is_instrumentation_enabled`).
+_SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
+
 ResultKind = Literal["value", "stream", "streams", "capsule", "dataframe"]
 
 
+_num_rows = operator.attrgetter("num_rows")
+
+
 def _batches_rows(batches: list[Any]) -> int:
-    return sum(b.num_rows for b in batches)
+    return sum(map(_num_rows, batches))
 
 
 def _pydict_rows(result: dict[str, list[Any]]) -> int:
@@ -153,20 +161,35 @@ def make_wrapper(
         method = f"SessionContext.{name}"
     else:
         spec = DATAFRAME_METHODS[name]
-        handler = functools.partial(_traced_dataframe_call, spec)
+
+        def handler(tracing: Tracing, **call: Any) -> Any:
+            return _traced_dataframe_call(spec, tracing, **call)
+
         method = f"DataFrame.{name}"
+
+    inside = INSIDE
+    current = otel_context.get_current
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not tracing.active or is_inside() or not is_instrumentation_enabled():
+        if not tracing.active or inside.get():
             return original(self, *args, **kwargs)
-        token = mark_inside()  # nested calls (tail -> count...) delegate straight through
+        parent = current()
+        if parent.get(_SUPPRESS_KEY) or parent.get(_SUPPRESS_KEY_PLAIN):
+            return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
+        token = inside.set(True)  # nested calls (tail -> count...) delegate straight through
         try:
             return handler(
-                tracing, method=method, original=original, target=self, args=args, kwargs=kwargs
+                tracing,
+                method=method,
+                original=original,
+                target=self,
+                args=args,
+                kwargs=kwargs,
+                parent=parent,
             )
         finally:
-            unmark_inside(token)
+            inside.reset(token)
 
     return wrapper
 
@@ -180,6 +203,7 @@ def _traced_dataframe_call(
     target: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    parent: Context,
 ) -> Any:
     df = target
     try:
@@ -188,10 +212,13 @@ def _traced_dataframe_call(
     except Exception:
         internal_error(f"naming {method}")
         return original(df, *args, **kwargs)
-    execution = tracing.begin(method, summary, info)
+    capture = tracing.options.capture_plan_artifacts
+    # span-only: the span is created off the query path (unless an error needs it now)
+    execution = tracing.begin(
+        method, summary, info, parent, defer=not capture and not is_self_capturing(df)
+    )
     if execution is None:
         return original(df, *args, **kwargs)
-    capture = tracing.options.capture_plan_artifacts
     if spec.kind == "capsule":
         return _arrow_c_stream(execution, original, df, args, kwargs, capture=capture)
     executed_df = df
@@ -215,7 +242,7 @@ def _traced_dataframe_call(
         if spec.kind == "value" and isinstance(result, list) and method.endswith("partitioned"):
             partitions = len(result)
         elif spec.keeps_plan:
-            partitions = df.execution_plan().partition_count
+            partitions = _partition_count(df)
         if spec.same_query and isinstance(result, DataFrame):
             remember(result, info)
     except Exception:
@@ -224,6 +251,14 @@ def _traced_dataframe_call(
     execution.capture(executed_df, executed=spec.keeps_plan or executed_df is not df)
     execution.end(rows=rows, partitions=partitions)
     return result
+
+
+def _partition_count(df: Any) -> int:
+    """``df.execution_plan().partition_count`` without the Python wrapper objects."""
+    raw = getattr(df, "df", None)  # the Rust DataFrame inside ``datafusion.DataFrame``
+    if raw is not None:
+        return int(raw.execution_plan().partition_count)
+    return int(df.execution_plan().partition_count)
 
 
 def _count_keeping_plan(df: Any) -> tuple[int, Any]:
@@ -303,6 +338,7 @@ def _traced_context_sql(
     target: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    parent: Context,
 ) -> Any:
     ctx = target
     query = args[0] if args else kwargs.get("query")
@@ -321,7 +357,7 @@ def _traced_context_sql(
         except Exception:
             internal_error("remembering SQL")
         return result
-    execution = tracing.begin(method, sql_summary(query), info)
+    execution = tracing.begin(method, sql_summary(query), info, parent, defer=True)
     if execution is None:
         return original(ctx, *args, **kwargs)
     result = _call_in(execution, original, ctx, args, kwargs)
@@ -356,6 +392,7 @@ def _traced_context_execute(
     target: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    parent: Context,
 ) -> Any:
     ctx = target
     try:
@@ -364,7 +401,7 @@ def _traced_context_execute(
     except Exception:
         internal_error("naming SessionContext.execute")
         return original(ctx, *args, **kwargs)
-    execution = tracing.begin(method, summary, info)
+    execution = tracing.begin(method, summary, info, parent, defer=True)
     if execution is None:
         return original(ctx, *args, **kwargs)
     result = _call_in(execution, original, ctx, args, kwargs)
