@@ -126,6 +126,7 @@ class DeferredSpans:
 
     def _after_fork(self) -> None:
         self._thread = None  # threads do not survive fork(); start again on the next record
+        self._queue.clear()  # the parent creates these spans; the child must not repeat them
         self._work_lock = threading.Lock()
         self._start_lock = threading.Lock()
 
