@@ -11,20 +11,26 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from datafusion_otel import attributes as attr
 from datafusion_otel._payloads import PayloadEvent
 
-__all__ = ["event_rows", "is_run_root", "run_row"]
+__all__ = ["event_rows", "is_run_root", "root_run_id", "run_row"]
 
 _NS_PER_MS = 1_000_000
 _AUTO_RUN_METADATA = json.dumps({"auto_run": True})
 
 
-def is_run_root(span: ReadableSpan) -> bool:
-    """Return True if ``span`` is the root span of a run."""
+def root_run_id(span: ReadableSpan) -> str | None:
+    """Return the run id if ``span`` is the root span of a run, else None."""
     if span.parent is not None:
-        return False
+        return None
     attributes = getattr(span, "_attributes", None)  # the SDK's own, not a proxy copy
     if attributes is None:
         attributes = span.attributes
-    return attributes is not None and attr.RUN_ID in attributes
+    run_id = attributes.get(attr.RUN_ID) if attributes else None
+    return None if run_id is None else str(run_id)
+
+
+def is_run_root(span: ReadableSpan) -> bool:
+    """Return True if ``span`` is the root span of a run."""
+    return root_run_id(span) is not None
 
 
 def run_row(span: ReadableSpan) -> dict[str, object]:

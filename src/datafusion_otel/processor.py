@@ -19,7 +19,7 @@ from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import DeliveryStats, dispatcher
 from datafusion_otel._payloads import PayloadEvent
-from datafusion_otel._span_rows import event_rows, run_row
+from datafusion_otel._span_rows import event_rows, root_run_id, run_row
 from datafusion_otel.diagnostics import DiagnosticsSink
 
 __all__ = ["DiagnosticsSpanProcessor"]
@@ -77,16 +77,10 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         events = getattr(span, "_events", None)
         if events is None:
             events = span.events
-        marker: object = None
-        if span.parent is None:  # a run's root span carries its run id (see `is_run_root`)
-            attributes = getattr(span, "_attributes", None)
-            if attributes is None:
-                attributes = span.attributes
-            if attributes:
-                marker = attributes.get(attr.RUN_ID)
-        root = marker is not None
-        if root:
-            run_id = str(marker)
+        found = root_run_id(span)
+        root = found is not None
+        if found is not None:
+            run_id = found
         elif any(isinstance(e, PayloadEvent) for e in events):
             run_id = format_trace_id(span.context.trace_id)
         else:
