@@ -99,23 +99,26 @@ class Tracing:
 
     def __init__(self, options: InstrumentationOptions) -> None:
         self.options = options
+        self.capture = options.capture_plan_artifacts
+        """Whether plan artifacts are captured (read on every call)."""
         self.active = True
-        self._provider: trace.TracerProvider | None = None
-        self._tracer: trace.Tracer | None = None
+        self._current: tuple[trace.TracerProvider, trace.Tracer] | None = None
         self._with_processor: trace.TracerProvider | None = None
-        self._lock = threading.Lock()
 
     def tracer(self) -> tuple[trace.TracerProvider, trace.Tracer]:
-        """Return the provider and tracer for a new execution span."""
+        """Return the provider and tracer for a new execution span.
+
+        The first time a provider is used it gets the `datafusion_otel._deferred.FlushHook`,
+        so that its ``force_flush()`` creates the spans recorded so far.
+        """
         provider = self.options.tracer_provider or resolve_provider()
-        tracer = self._tracer
-        if provider is not self._provider or tracer is None:
+        current = self._current
+        if current is None or current[0] is not provider:
             tracer = provider.get_tracer(attr.TRACER_NAME, __version__)
             if isinstance(provider, SdkTracerProvider):
-                _deferred.hook(provider)  # provider.force_flush() creates pending spans
-            with self._lock:
-                self._provider, self._tracer = provider, tracer
-        return provider, tracer
+                _deferred.hook(provider)
+            current = self._current = (provider, tracer)
+        return current
 
     def begin(
         self,
@@ -125,6 +128,7 @@ class Tracing:
         parent: otel_context.Context,
         *,
         defer: bool,
+        start_ns: int | None = None,
     ) -> Execution | None:
         """Start one execution; None if that failed (the query then runs untraced).
 
@@ -136,25 +140,51 @@ class Tracing:
             defer: Only record the span now and create it off the query path (see
                 `datafusion_otel._deferred`), unless something needs it earlier (an error,
                 artifact capture).
+            start_ns: When the execution started (default: now).
         """
         try:
-            return self._begin(method, summary, info, parent, defer)
+            return self.execution(
+                self.tracer(),
+                method,
+                summary,
+                info,
+                parent,
+                current_run(),
+                defer=defer,
+                start_ns=time.time_ns() if start_ns is None else start_ns,
+            )
         except Exception:
             internal_error("starting an execution span")
             return None
 
-    def _begin(
+    def execution(
         self,
+        current: tuple[trace.TracerProvider, trace.Tracer],
         method: str,
         summary: QuerySummary,
         info: QueryInfo,
         parent: otel_context.Context,
+        run: object | None,
+        *,
         defer: bool,
+        start_ns: int,
     ) -> Execution:
-        provider, tracer = self.tracer()
+        """Return the `Execution` of a call made in ``parent`` while ``run`` was current.
+
+        Args:
+            current: The provider and tracer (`tracer`) at the time of the call.
+            method: ``"DataFrame.collect"``...
+            summary: What the query does (names the span).
+            info: What is known about the query.
+            parent: The context of the user's call.
+            run: `current_run()` at the time of the call.
+            defer: Create the span only when it is needed (see `begin`).
+            start_ns: When the execution started.
+        """
+        provider, tracer = current
         is_run = (
             self.options.auto_run
-            and current_run() is None
+            and run is None
             and not trace.get_current_span(parent).get_span_context().is_valid
         )
         if is_run and provider is not self._with_processor:
@@ -170,6 +200,7 @@ class Tracing:
             info,
             run_provider=provider if is_run else None,
             defer=defer,
+            start_ns=start_ns,
         )
 
 
@@ -239,6 +270,7 @@ class Execution:
         *,
         run_provider: trace.TracerProvider | None,
         defer: bool,
+        start_ns: int,
     ) -> None:
         self.tracing = tracing
         self.info = info
@@ -249,9 +281,9 @@ class Execution:
         self._run_provider = run_provider  # the span's provider if it is an auto run, else None
         self._token: object | None = None
         self._ended = False
-        self._ending: dict[str, AttributeValue] = {}
+        self._ending: dict[str, AttributeValue] | None = None
         self._end_ns: int | None = None
-        self._start_ns = time.time_ns()
+        self._start_ns = start_ns
         self._span: trace.Span | None = None
         if not defer:
             self._span = self._start()
@@ -356,7 +388,23 @@ class Execution:
 
     def materialize(self) -> None:
         """Create and end the deferred span with its recorded times (called off the query path)."""
-        self._finish(self.span, self._ending, None, end_ns=self._end_ns)
+        self._finish(self.span, self._ending or {}, None, end_ns=self._end_ns)
+
+    def end_recorded(self, end_ns: int, rows: int | None, partitions: int | None) -> None:
+        """End a successful execution that ended at ``end_ns`` (off the query path); may raise.
+
+        Args:
+            end_ns: When the user's call returned.
+            rows: ``db.response.returned_rows``, when known.
+            partitions: ``datafusion.partition_count``, when known.
+        """
+        self._ended = True
+        ending: dict[str, AttributeValue] = {}
+        if rows is not None:
+            ending[attr.DB_RESPONSE_RETURNED_ROWS] = rows
+        if partitions is not None:
+            ending[attr.DATAFUSION_PARTITION_COUNT] = partitions
+        self._finish(self.span, ending, None, end_ns=end_ns)
 
     def _finish(
         self,

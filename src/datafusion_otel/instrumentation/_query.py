@@ -1,10 +1,13 @@
 """What an execution span is named after: the SQL a DataFrame came from, or its logical plan.
 
-``SessionContext.sql`` returns plain Python ``DataFrame`` wrappers; the SQL text, the session
-id and the context are remembered per DataFrame object in a ``WeakKeyDictionary`` (nothing is
-kept alive, nothing is added to the user's objects). DataFrames built with the DataFrame API
-(or derived from a SQL DataFrame by ``filter``, ``select``...) are named from the ``TableScan``
-nodes of their logical plan, for example ``"SELECT t"``.
+``SessionContext.sql`` returns plain Python ``DataFrame`` wrappers. What is known about a
+query (`QueryInfo`: the SQL text, the session id, a weak reference to the context) is built
+once per context and SQL text, cached in the context (attribute ``_datafusion_otel_queries``,
+at most `MAX_QUERIES` texts), and stored in each DataFrame it returns (attribute
+``_datafusion_otel_query``): two dictionary reads on the query path instead of a session-id
+call and a weak mapping. Neither attribute keeps anything else alive. DataFrames built with the
+DataFrame API (or derived from a SQL DataFrame by ``filter``, ``select``...) are named from the
+``TableScan`` nodes of their logical plan, for example ``"SELECT t"``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from typing import Any
 from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy, normalize_sql, query_summary
 
 __all__ = [
+    "MAX_QUERIES",
     "QueryInfo",
     "info_for",
     "is_eager_statement",
     "plan_summary",
+    "query_info",
     "query_text",
     "remember",
     "sql_summary",
@@ -36,6 +41,10 @@ _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _TABLE_SCAN = re.compile(r"^\s*TableScan: (\S+)", re.MULTILINE)
 _DML_OPERATION = re.compile(r"^Dml: op=\[(\w+)")
 _MAX_SUMMARY = 255
+_INFO_ATTR = "_datafusion_otel_query"
+_QUERIES_ATTR = "_datafusion_otel_queries"
+MAX_QUERIES = 1024
+"""SQL texts cached per context; the cache starts over when full."""
 
 
 @dataclass(slots=True)
@@ -46,12 +55,14 @@ class QueryInfo:
         sql: The SQL text, when the DataFrame came from ``SessionContext.sql``.
         session_id: ``SessionContext.session_id()`` of the planning context, when known.
         ctx_ref: Weak reference to that context, when known.
+        eager: ``SessionContext.sql`` executes the statement before returning (DDL).
         summary: Cached summary of the query (computed on first execution).
     """
 
     sql: str | None = None
     session_id: str | None = None
     ctx_ref: weakref.ReferenceType[Any] | None = None
+    eager: bool = False
     summary: QuerySummary | None = field(default=None)
 
     @property
@@ -60,20 +71,44 @@ class QueryInfo:
         return self.ctx_ref() if self.ctx_ref is not None else None
 
 
-_infos: weakref.WeakKeyDictionary[Any, QueryInfo] = weakref.WeakKeyDictionary()
+def query_info(ctx: Any, query: object) -> QueryInfo | None:
+    """Return the (cached) `QueryInfo` of ``ctx.sql(query)``; None if ``query`` is not text.
 
-
-def remember(df: object, info: QueryInfo) -> None:
-    """Remember ``info`` for the DataFrame ``df`` (for as long as ``df`` lives)."""
-    _infos[df] = info
-
-
-def info_for(df: object) -> QueryInfo:
-    """Return what is known about ``df``, creating an empty record on first use."""
-    info = _infos.get(df)
+    Args:
+        ctx: A ``datafusion.SessionContext``.
+        query: The query argument of ``SessionContext.sql``.
+    """
+    if not isinstance(query, str):
+        return None
+    namespace = ctx.__dict__
+    queries: dict[str, QueryInfo] | None = namespace.get(_QUERIES_ATTR)
+    if queries is None:
+        queries = namespace[_QUERIES_ATTR] = {}
+    info = queries.get(query)
     if info is None:
-        info = QueryInfo()
-        _infos[df] = info
+        if len(queries) >= MAX_QUERIES:
+            queries.clear()  # texts with inlined literals would grow it forever
+        info = QueryInfo(
+            sql=query,
+            session_id=ctx.session_id(),
+            ctx_ref=weakref.ref(ctx),
+            eager=is_eager_statement(query),
+        )
+        queries[query] = info
+    return info
+
+
+def remember(df: Any, info: QueryInfo) -> None:
+    """Remember ``info`` for the DataFrame ``df`` (for as long as ``df`` lives)."""
+    df.__dict__[_INFO_ATTR] = info
+
+
+def info_for(df: Any) -> QueryInfo:
+    """Return what is known about ``df``, creating an empty record on first use."""
+    namespace = df.__dict__
+    info: QueryInfo | None = namespace.get(_INFO_ATTR)
+    if info is None:
+        info = namespace[_INFO_ATTR] = QueryInfo()
     return info
 
 

@@ -1,5 +1,10 @@
 """The wrappers patched onto ``datafusion.DataFrame`` and ``datafusion.SessionContext``.
 
+Two calls take a short path: a span-only execution that returns a value (``collect``,
+``to_pandas``..., see `datafusion_otel.instrumentation._recorded`) and a lazy
+``SessionContext.sql`` (it only stores the cached `QueryInfo` of its text in the returned
+DataFrame). Everything else takes the general path described here.
+
 Each wrapper first asks `is_instrumentation_enabled()` and whether it runs inside another
 instrumented call (a context variable): nested calls (``tail`` -> ``count``, ``__iter__`` ->
 ``execute_stream``, ``sql_with_options`` -> ``sql``, ``write_parquet`` ->
@@ -23,7 +28,6 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,10 +49,15 @@ from datafusion_otel.instrumentation._execution import (
 from datafusion_otel.instrumentation._query import (
     QueryInfo,
     info_for,
-    is_eager_statement,
+    query_info,
     remember,
     sql_summary,
     summary_for,
+)
+from datafusion_otel.instrumentation._recorded import (
+    SUPPRESS_KEY_PLAIN,
+    partition_count,
+    value_wrapper,
 )
 from datafusion_otel.instrumentation._streams import (
     StreamGroup,
@@ -58,10 +67,6 @@ from datafusion_otel.instrumentation._streams import (
 from datafusion_otel.sanitize import QuerySummary
 
 __all__ = ["CONTEXT_METHODS", "DATAFRAME_METHODS", "MethodSpec", "make_wrapper"]
-
-# The keys `opentelemetry.instrumentation.utils.suppress_instrumentation` sets (read here from
-# the one context read of each call instead of through `is_instrumentation_enabled`).
-_SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
 
 ResultKind = Literal["value", "stream", "streams", "capsule", "dataframe"]
 
@@ -89,18 +94,21 @@ class MethodSpec:
             operator metrics are readable without re-planning).
         same_query: The returned DataFrame holds the same query (its later executions are
             named like this one).
+        partitioned: The result is a list with one item per partition (its length is the
+            partition count).
     """
 
     kind: ResultKind = "value"
     rows: Callable[[Any], int] | None = None
     keeps_plan: bool = False
     same_query: bool = False
+    partitioned: bool = False
 
 
 DATAFRAME_METHODS: dict[str, MethodSpec] = {
     "collect": MethodSpec(rows=_batches_rows, keeps_plan=True),
     "collect_partitioned": MethodSpec(
-        rows=lambda parts: sum(_batches_rows(p) for p in parts), keeps_plan=True
+        rows=lambda parts: sum(map(_batches_rows, parts)), keeps_plan=True, partitioned=True
     ),
     "collect_column": MethodSpec(rows=len),
     "to_arrow_table": MethodSpec(rows=lambda t: t.num_rows, keeps_plan=True),
@@ -168,15 +176,8 @@ def make_wrapper(
         method = f"DataFrame.{name}"
 
     inside = INSIDE
-    current = otel_context.get_current
 
-    @functools.wraps(original)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not tracing.active or inside.get():
-            return original(self, *args, **kwargs)
-        parent = current()
-        if parent.get(_SUPPRESS_KEY) or parent.get(_SUPPRESS_KEY_PLAIN):
-            return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
+    def traced(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Context) -> Any:
         token = inside.set(True)  # nested calls (tail -> count...) delegate straight through
         try:
             return handler(
@@ -190,6 +191,63 @@ def make_wrapper(
             )
         finally:
             inside.reset(token)
+
+    if cls is not SessionContext and spec.kind == "value":
+        return value_wrapper(
+            method,
+            original,
+            tracing,
+            rows=spec.rows,
+            partitioned=spec.partitioned,
+            keeps_plan=spec.keeps_plan,
+            slow=traced,
+        )
+    if name != "execute" and cls is SessionContext:
+        return _sql_wrapper(original, tracing, traced)
+    current = otel_context.get_current
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not tracing.active or inside.get():
+            return original(self, *args, **kwargs)
+        parent = current()
+        if parent.get(_SUPPRESS_KEY) or parent.get(SUPPRESS_KEY_PLAIN):
+            return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
+        return traced(self, args, kwargs, parent)
+
+    return wrapper
+
+
+def _sql_wrapper(
+    original: Callable[..., Any],
+    tracing: Tracing,
+    traced: Callable[[Any, tuple[Any, ...], dict[str, Any], Context], Any],
+) -> Callable[..., Any]:
+    """``SessionContext.sql`` / ``sql_with_options``: a lazy statement only names its DataFrame."""
+    inside = INSIDE
+    current = otel_context.get_current
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not tracing.active or inside.get():
+            return original(self, *args, **kwargs)
+        try:
+            info = query_info(self, args[0] if args else kwargs.get("query"))
+        except Exception:
+            internal_error("remembering SQL")
+            return original(self, *args, **kwargs)
+        if info is None or not info.eager:  # lazy: the DataFrame executes (and is traced) later
+            result = original(self, *args, **kwargs)
+            if info is not None:
+                try:
+                    remember(result, info)
+                except Exception:
+                    internal_error("remembering SQL")
+            return result
+        parent = current()
+        if parent.get(_SUPPRESS_KEY) or parent.get(SUPPRESS_KEY_PLAIN):
+            return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
+        return traced(self, args, kwargs, parent)
 
     return wrapper
 
@@ -242,7 +300,7 @@ def _traced_dataframe_call(
         if spec.kind == "value" and isinstance(result, list) and method.endswith("partitioned"):
             partitions = len(result)
         elif spec.keeps_plan:
-            partitions = _partition_count(df)
+            partitions = partition_count(df)
         if spec.same_query and isinstance(result, DataFrame):
             remember(result, info)
     except Exception:
@@ -251,14 +309,6 @@ def _traced_dataframe_call(
     execution.capture(executed_df, executed=spec.keeps_plan or executed_df is not df)
     execution.end(rows=rows, partitions=partitions)
     return result
-
-
-def _partition_count(df: Any) -> int:
-    """``df.execution_plan().partition_count`` without the Python wrapper objects."""
-    raw = getattr(df, "df", None)  # the Rust DataFrame inside ``datafusion.DataFrame``
-    if raw is not None:
-        return int(raw.execution_plan().partition_count)
-    return int(df.execution_plan().partition_count)
 
 
 def _count_keeping_plan(df: Any) -> tuple[int, Any]:
@@ -342,22 +392,21 @@ def _traced_context_sql(
 ) -> Any:
     ctx = target
     query = args[0] if args else kwargs.get("query")
-    if not isinstance(query, str):
-        return original(ctx, *args, **kwargs)
     try:
-        info = QueryInfo(sql=query, session_id=ctx.session_id(), ctx_ref=weakref.ref(ctx))
-        eager = is_eager_statement(query)
+        info = query_info(ctx, query)
     except Exception:
         internal_error("remembering SQL")
         return original(ctx, *args, **kwargs)
-    if not eager:  # lazy: the returned DataFrame executes later and is named from ``query``
+    if info is None or info.sql is None:
+        return original(ctx, *args, **kwargs)
+    if not info.eager:  # lazy: the returned DataFrame executes later and is named from ``query``
         result = original(ctx, *args, **kwargs)
         try:
             remember(result, info)
         except Exception:
             internal_error("remembering SQL")
         return result
-    execution = tracing.begin(method, sql_summary(query), info, parent, defer=True)
+    execution = tracing.begin(method, sql_summary(info.sql), info, parent, defer=True)
     if execution is None:
         return original(ctx, *args, **kwargs)
     result = _call_in(execution, original, ctx, args, kwargs)
