@@ -7,18 +7,29 @@ while, appear at once on ``TracerProvider.force_flush()`` / ``datafusion_otel.fo
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import sys
 import textwrap
 import time
+import weakref
 
 import pytest
 
 import datafusion_otel
 from datafusion_otel import _deferred
 from datafusion_otel import attributes as attr
+from datafusion_otel.instrumentation import _query
 from instrumentation_support import instrumented, make_context
+
+
+@pytest.fixture
+def idle_worker(monkeypatch: pytest.MonkeyPatch) -> _deferred.DeferredSpans:
+    """A fresh deferred queue whose worker never wakes: spans wait for a flush."""
+    queue = _deferred.DeferredSpans(interval_s=3600)
+    monkeypatch.setattr(_deferred, "queue", queue)
+    return queue
 
 
 def test_span_carries_the_times_of_the_call() -> None:
@@ -113,6 +124,8 @@ def test_failed_span_creation_is_counted_and_the_rest_goes_on() -> None:
     assert queue.flush() == 3
     assert done == [1, 3]
     assert queue.failed == 1
+    assert queue.created == 3  # every record is accounted for, with the CPU it took
+    assert queue.cpu_ns >= 0
 
 
 def test_spans_are_exported_at_interpreter_exit() -> None:
@@ -155,3 +168,51 @@ def test_spans_created_during_provider_shutdown_are_counted(
         assert t.instrumentor.dropped_spans == 1  # created, but maybe after the exporters closed
         warned = [r for r in caplog.records if "during TracerProvider.shutdown" in r.getMessage()]
         assert len(warned) == 1
+
+
+def test_a_pending_span_does_not_keep_a_sql_dataframe_alive(
+    idle_worker: _deferred.DeferredSpans,
+) -> None:
+    """Dropping an executed DataFrame frees its plan where it would without instrumentation."""
+    with instrumented() as t:
+        df = make_context().sql("SELECT a FROM t WHERE a > 1")
+        df.collect()
+        gone = weakref.ref(df)
+        del df
+        gc.collect()
+        assert gone() is None
+        assert len(idle_worker) == 1  # the span is still to be created...
+        span = t.only_execution()  # ...and is complete without the DataFrame
+        assert span.name == "SELECT t"
+        assert span.attributes is not None
+        assert span.attributes[attr.DB_RESPONSE_RETURNED_ROWS] == 2
+        partitions = span.attributes[attr.DATAFUSION_PARTITION_COUNT]
+        assert isinstance(partitions, int) and partitions >= 1
+
+
+def test_a_dataframe_without_sql_is_kept_only_until_it_is_named(
+    idle_worker: _deferred.DeferredSpans,
+) -> None:
+    with instrumented() as t:
+        ctx = make_context()
+        df = ctx.table("t").select("a")
+        df.collect()
+        assert t.only_execution().name == "SELECT t"  # named from its plan, off the query path
+        t.clear()
+        df.collect()  # its name is known now: the record does not need the DataFrame
+        gone = weakref.ref(df)
+        del df
+        gc.collect()
+        assert gone() is None
+        assert t.only_execution().name == "SELECT t"
+
+
+def test_the_query_cache_of_a_context_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_query, "MAX_QUERIES", 4)
+    with instrumented() as t:
+        ctx = make_context()
+        for i in range(10):  # texts with inlined literals: one cache entry each
+            ctx.sql(f"SELECT a FROM t WHERE a > {i}").collect()
+            assert len(ctx.__dict__[_query.QUERIES_ATTR]) <= 4
+        names = [s.name for s in t.executions()]
+        assert names == ["SELECT t"] * 10

@@ -46,6 +46,9 @@ RunStatus = Literal["running", "completed", "failed"]
 _active_runs: contextvars.ContextVar[tuple[DataFusionRun, ...]] = contextvars.ContextVar(
     "datafusion_otel_active_runs", default=()
 )
+RUN_STACK = _active_runs
+"""The context variable holding this context's run stack, for hot paths that only need to
+know it is empty (then `current_run` is None); read it, never set it."""
 
 
 class DataFusionRunWarning(UserWarning):

@@ -21,6 +21,9 @@ parent context and its result figures, and `datafusion_otel._deferred` creates t
 the query path, with those times, within about 0.1 s (or at the next flush). Such a span is
 not made current during the call: nothing can be its child. A failing execution, or one with
 artifact capture, creates its span at once (the exception event or the artifacts need it).
+Successful span-only calls of the value-returning methods do not even build an `Execution` on
+the query path: `datafusion_otel.instrumentation._recorded` records them as a tuple and calls
+`Tracing.execution` and `Execution.end_recorded` when the record is materialized.
 
 Nothing here raises into the user's program: instrumentation errors are logged once per site
 on the ``datafusion_otel.instrumentation`` logger and the query runs untraced or half-traced.

@@ -21,7 +21,9 @@ from typing import Any
 from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy, normalize_sql, query_summary
 
 __all__ = [
+    "INFO_ATTR",
     "MAX_QUERIES",
+    "QUERIES_ATTR",
     "QueryInfo",
     "info_for",
     "is_eager_statement",
@@ -41,8 +43,10 @@ _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _TABLE_SCAN = re.compile(r"^\s*TableScan: (\S+)", re.MULTILINE)
 _DML_OPERATION = re.compile(r"^Dml: op=\[(\w+)")
 _MAX_SUMMARY = 255
-_INFO_ATTR = "_datafusion_otel_query"
-_QUERIES_ATTR = "_datafusion_otel_queries"
+INFO_ATTR = "_datafusion_otel_query"
+"""The DataFrame attribute holding its `QueryInfo`."""
+QUERIES_ATTR = "_datafusion_otel_queries"
+"""The SessionContext attribute holding its `QueryInfo` cache (SQL text -> info)."""
 MAX_QUERIES = 1024
 """SQL texts cached per context; the cache starts over when full."""
 
@@ -66,6 +70,11 @@ class QueryInfo:
     summary: QuerySummary | None = field(default=None)
 
     @property
+    def named(self) -> bool:
+        """Whether the query can be named without its DataFrame (SQL text or a summary)."""
+        return self.sql is not None or self.summary is not None
+
+    @property
     def ctx(self) -> Any | None:
         """The planning context, if known and still alive."""
         return self.ctx_ref() if self.ctx_ref is not None else None
@@ -81,9 +90,9 @@ def query_info(ctx: Any, query: object) -> QueryInfo | None:
     if not isinstance(query, str):
         return None
     namespace = ctx.__dict__
-    queries: dict[str, QueryInfo] | None = namespace.get(_QUERIES_ATTR)
+    queries: dict[str, QueryInfo] | None = namespace.get(QUERIES_ATTR)
     if queries is None:
-        queries = namespace[_QUERIES_ATTR] = {}
+        queries = namespace[QUERIES_ATTR] = {}
     info = queries.get(query)
     if info is None:
         if len(queries) >= MAX_QUERIES:
@@ -100,15 +109,15 @@ def query_info(ctx: Any, query: object) -> QueryInfo | None:
 
 def remember(df: Any, info: QueryInfo) -> None:
     """Remember ``info`` for the DataFrame ``df`` (for as long as ``df`` lives)."""
-    df.__dict__[_INFO_ATTR] = info
+    df.__dict__[INFO_ATTR] = info
 
 
 def info_for(df: Any) -> QueryInfo:
     """Return what is known about ``df``, creating an empty record on first use."""
     namespace = df.__dict__
-    info: QueryInfo | None = namespace.get(_INFO_ATTR)
+    info: QueryInfo | None = namespace.get(INFO_ATTR)
     if info is None:
-        info = namespace[_INFO_ATTR] = QueryInfo()
+        info = namespace[INFO_ATTR] = QueryInfo()
     return info
 
 
@@ -165,7 +174,10 @@ def plan_summary(df: Any) -> QuerySummary:
 
 
 def summary_for(df: Any, info: QueryInfo) -> QuerySummary:
-    """Return (and cache in ``info``) the summary of the query behind ``df``."""
+    """Return (and cache in ``info``) the summary of the query behind ``df``.
+
+    ``df`` may be None when ``info.named``.
+    """
     summary = info.summary
     if summary is None:
         summary = sql_summary(info.sql) if info.sql is not None else plan_summary(df)

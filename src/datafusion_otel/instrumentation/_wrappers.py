@@ -47,6 +47,8 @@ from datafusion_otel.instrumentation._execution import (
     internal_error,
 )
 from datafusion_otel.instrumentation._query import (
+    INFO_ATTR,
+    QUERIES_ATTR,
     QueryInfo,
     info_for,
     query_info,
@@ -231,8 +233,12 @@ def _sql_wrapper(
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not tracing.active or inside.get():
             return original(self, *args, **kwargs)
+        query = args[0] if args else kwargs.get("query")
         try:
-            info = query_info(self, args[0] if args else kwargs.get("query"))
+            queries = self.__dict__.get(QUERIES_ATTR)  # the cache `query_info` fills
+            info = queries.get(query) if queries is not None and type(query) is str else None
+            if info is None:
+                info = query_info(self, query)
         except Exception:
             internal_error("remembering SQL")
             return original(self, *args, **kwargs)
@@ -240,7 +246,7 @@ def _sql_wrapper(
             result = original(self, *args, **kwargs)
             if info is not None:
                 try:
-                    remember(result, info)
+                    result.__dict__[INFO_ATTR] = info  # what `remember` does
                 except Exception:
                     internal_error("remembering SQL")
             return result
