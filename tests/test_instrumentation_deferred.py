@@ -216,3 +216,30 @@ def test_the_query_cache_of_a_context_is_bounded(monkeypatch: pytest.MonkeyPatch
             assert len(ctx.__dict__[_query.QUERIES_ATTR]) <= 4
         names = [s.name for s in t.executions()]
         assert names == ["SELECT t"] * 10
+
+
+def test_long_sql_texts_are_traced_but_never_cached() -> None:
+    """Caches keyed by SQL text must not pin multi-megabyte texts in memory."""
+    from datafusion_otel.instrumentation import _execution
+
+    long_sql = "SELECT a FROM t WHERE b NOT IN (" + ", ".join(f"'v{i}'" for i in range(3000)) + ")"
+    assert not _query.cacheable(long_sql)
+    with instrumented() as t:
+        ctx = make_context()
+        sizes = (
+            _query._cached_summary.cache_info().currsize,
+            _query._cached_normalized.cache_info().currsize,
+            _execution.start_attributes.cache_info().currsize,
+        )
+        assert ctx.sql(long_sql).to_pydict() == {"a": [1, 2, 3]}
+        span = t.only_execution()
+        assert span.name == "SELECT t"
+        assert span.attributes is not None
+        text = span.attributes[attr.DB_QUERY_TEXT]
+        assert isinstance(text, str) and "'v1'" not in text  # sanitized, as always
+        assert long_sql not in ctx.__dict__.get(_query.QUERIES_ATTR, {})
+        assert sizes == (
+            _query._cached_summary.cache_info().currsize,
+            _query._cached_normalized.cache_info().currsize,
+            _execution.start_attributes.cache_info().currsize,
+        )

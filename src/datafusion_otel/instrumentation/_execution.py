@@ -54,7 +54,7 @@ from datafusion_otel.bridge import is_self_capturing, record_execution_artifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import exports_from, processor_for, resolve_provider
 from datafusion_otel.instrumentation._options import InstrumentationOptions
-from datafusion_otel.instrumentation._query import QueryInfo, query_text, span_name
+from datafusion_otel.instrumentation._query import QueryInfo, cacheable, query_text, span_name
 from datafusion_otel.instrumentation.version import __version__
 from datafusion_otel.runs import current_run
 from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy
@@ -217,6 +217,8 @@ def start_attributes(
 ) -> tuple[str, Mapping[str, AttributeValue]]:
     """Return the span name and start attributes of an execution (cached: built once per query).
 
+    Not called through the cache for SQL texts that are not `cacheable`.
+
     The mapping is shared between executions of the same query and must not be modified (the
     SDK copies it into each span).
     """
@@ -293,8 +295,10 @@ class Execution:
 
     def _start(self) -> trace.Span:
         info = self.info
-        name, attributes = start_attributes(
-            self._method, self._summary, info.sql, info.session_id, self.tracing.options.sql_text
+        sql = info.sql
+        build = start_attributes if sql is None or cacheable(sql) else start_attributes.__wrapped__
+        name, attributes = build(
+            self._method, self._summary, sql, info.session_id, self.tracing.options.sql_text
         )
         return self._tracer.start_span(
             name,

@@ -3,11 +3,12 @@
 ``SessionContext.sql`` returns plain Python ``DataFrame`` wrappers. What is known about a
 query (`QueryInfo`: the SQL text, the session id, a weak reference to the context) is built
 once per context and SQL text, cached in the context (attribute ``_datafusion_otel_queries``,
-at most `MAX_QUERIES` texts), and stored in each DataFrame it returns (attribute
-``_datafusion_otel_query``): two dictionary reads on the query path instead of a session-id
-call and a weak mapping. Neither attribute keeps anything else alive. DataFrames built with the
-DataFrame API (or derived from a SQL DataFrame by ``filter``, ``select``...) are named from the
-``TableScan`` nodes of their logical plan, for example ``"SELECT t"``.
+at most `MAX_QUERIES` texts, none longer than `MAX_CACHED_TEXT`), and stored in each DataFrame
+it returns (attribute ``_datafusion_otel_query``): two dictionary reads on the query path
+instead of a session-id call and a weak mapping. Neither attribute keeps anything else alive.
+DataFrames built with the DataFrame API (or derived from a SQL DataFrame by ``filter``,
+``select``...) are named from the ``TableScan`` nodes of their logical plan, for example
+``"SELECT t"``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy, normalize_sql,
 
 __all__ = [
     "INFO_ATTR",
+    "MAX_CACHED_TEXT",
     "MAX_QUERIES",
     "QUERIES_ATTR",
     "QueryInfo",
+    "cacheable",
     "info_for",
     "is_eager_statement",
     "plan_summary",
@@ -49,6 +52,9 @@ QUERIES_ATTR = "_datafusion_otel_queries"
 """The SessionContext attribute holding its `QueryInfo` cache (SQL text -> info)."""
 MAX_QUERIES = 1024
 """SQL texts cached per context; the cache starts over when full."""
+MAX_CACHED_TEXT = 16_384
+"""Longer SQL texts (in characters) are never cached, here or in the name and attribute
+caches: 1024 multi-megabyte ``INSERT ... VALUES`` texts would otherwise stay in memory."""
 
 
 @dataclass(slots=True)
@@ -103,7 +109,8 @@ def query_info(ctx: Any, query: object) -> QueryInfo | None:
             ctx_ref=weakref.ref(ctx),
             eager=is_eager_statement(query),
         )
-        queries[query] = info
+        if cacheable(query):
+            queries[query] = info
     return info
 
 
@@ -121,23 +128,35 @@ def info_for(df: Any) -> QueryInfo:
     return info
 
 
-@lru_cache(maxsize=1024)
 def is_eager_statement(sql: str) -> bool:
     """Return True if ``SessionContext.sql(sql)`` executes the statement before returning."""
-    rest = _LEADING_NOISE.sub("", sql, count=1)
-    match = _FIRST_WORD.match(rest)
+    noise = _LEADING_NOISE.match(sql)
+    match = _FIRST_WORD.match(sql, noise.end() if noise is not None else 0)
     return match is not None and match.group(0).upper() in _EAGER_KEYWORDS
 
 
+def cacheable(sql: str) -> bool:
+    """Whether results derived from ``sql`` may be cached (`MAX_CACHED_TEXT`)."""
+    return len(sql) <= MAX_CACHED_TEXT
+
+
 @lru_cache(maxsize=1024)
-def sql_summary(sql: str) -> QuerySummary:
-    """Return the (cached) summary of ``sql``; parsing costs ~0.1-0.3 ms for TPC-H texts."""
+def _cached_summary(sql: str) -> QuerySummary:
     return query_summary(sql)
 
 
+def sql_summary(sql: str) -> QuerySummary:
+    """Return the summary of ``sql`` (cached); parsing costs ~0.1-0.3 ms for TPC-H texts."""
+    return _cached_summary(sql) if cacheable(sql) else query_summary(sql)
+
+
 @lru_cache(maxsize=1024)
-def _normalized(sql: str) -> str:
+def _cached_normalized(sql: str) -> str:
     return normalize_sql(sql)
+
+
+def _normalized(sql: str) -> str:
+    return _cached_normalized(sql) if cacheable(sql) else normalize_sql(sql)
 
 
 def query_text(sql: str | None, policy: SqlTextPolicy) -> str | None:
