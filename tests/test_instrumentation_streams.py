@@ -173,3 +173,19 @@ def test_threads_never_cross(traced: Traced, ctx: SessionContext) -> None:
         mine = [s for s in spans if format_trace_id(s.context.trace_id) == run_id]
         assert len(mine) == 5
         assert all(s.parent is not None for s in mine)
+
+
+def test_partitioned_streams_with_no_partition_still_end_their_span(
+    ctx: SessionContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing would read a stream, so the call itself ends the (only) span."""
+    from datafusion import DataFrame
+
+    monkeypatch.setattr(DataFrame, "execute_stream_partitioned", lambda self: [])
+    with instrumented() as t:
+        assert ctx.sql("SELECT x FROM n").execute_stream_partitioned() == []
+        span = t.only_execution()
+        assert span.attributes is not None
+        assert span.attributes[attr.DATAFUSION_METHOD] == "DataFrame.execute_stream_partitioned"
+        assert span.attributes[attr.DATAFUSION_PARTITION_COUNT] == 0
+        assert span.attributes[attr.DB_RESPONSE_RETURNED_ROWS] == 0

@@ -21,6 +21,8 @@ from datafusion import DataFrame, RecordBatchStream
 from datafusion.record_batch import RecordBatch
 from opentelemetry import trace
 
+from datafusion_otel._stream_latch import StreamLatch
+
 __all__ = ["CapturedDataFrame", "is_self_capturing"]
 
 _LOG = logging.getLogger("datafusion_otel.bridge")
@@ -227,21 +229,15 @@ class _StreamGroup:
     def __init__(self, owner: CapturedDataFrame, span: trace.Span, streams: int) -> None:
         self._owner = owner
         self._span = span
-        self._open = streams
-        self._partial = False
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
+        self._latch = StreamLatch(streams)
 
     def done(self, error: BaseException | None = None, *, partial: bool = False) -> None:
-        with self._lock:
-            self._open -= 1
-            self._partial = self._partial or partial
-            self._error = self._error or error
-            if self._open > 0:
-                return
-        note = _PARTIAL if self._partial and self._error is None else None
+        outcome = self._latch.count_down(exhausted=error is None and not partial, error=error)
+        if outcome is None:
+            return
+        note = _PARTIAL if not outcome.exhausted and outcome.error is None else None
         self._owner.capture_into(
-            self._span, executed=self._error is None, error=self._error, note=note
+            self._span, executed=outcome.error is None, error=outcome.error, note=note
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from datafusion.record_batch import RecordBatch, RecordBatchStream
 
 from datafusion_otel import attributes as attr
+from datafusion_otel._stream_latch import StreamLatch
 from datafusion_otel.instrumentation._execution import Execution, internal_error
 
 __all__ = ["StreamGroup", "TracedRecordBatchStream", "traced_batches"]
@@ -41,13 +42,11 @@ class StreamGroup:
         partitions: int | None = None,
     ) -> None:
         self._execution = execution
-        self._open = streams
+        self._latch = StreamLatch(streams)
         self._df = df
         self._partitions = partitions
         self._rows = 0
-        self._exhausted = True
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the row count
 
     def add_rows(self, rows: int) -> None:
         """Count rows handed to the caller."""
@@ -57,21 +56,16 @@ class StreamGroup:
     def stream_done(self, *, exhausted: bool, error: BaseException | None = None) -> None:
         """Record that one stream ended; end the span after the last one. Never raises."""
         try:
-            with self._lock:
-                self._open -= 1
-                self._exhausted = self._exhausted and exhausted
-                if error is not None and self._error is None:
-                    self._error = error
-                last = self._open <= 0
-            if not last:
+            outcome = self._latch.count_down(exhausted=exhausted, error=error)
+            if outcome is None:
                 return
             execution, df, self._df = self._execution, self._df, None
-            execution.capture(df, executed=self._error is None, error=self._error)
+            execution.capture(df, executed=outcome.error is None, error=outcome.error)
             execution.end(
                 rows=self._rows,
                 partitions=self._partitions,
-                error=self._error,
-                extra={attr.DATAFUSION_STREAM_EXHAUSTED: self._exhausted},
+                error=outcome.error,
+                extra={attr.DATAFUSION_STREAM_EXHAUSTED: outcome.exhausted},
             )
         except Exception:
             internal_error("ending a stream span")

@@ -332,6 +332,8 @@ def _traced_streams(execution: Execution, df: Any, result: Any, *, streams: bool
     try:
         if streams:
             group = StreamGroup(execution, len(result), df, partitions=len(result))
+            if not result:  # no partition: nothing will end the span but this
+                group.stream_done(exhausted=True)
             return [TracedRecordBatchStream(s, group) for s in result]
         partitions = None
         try:
