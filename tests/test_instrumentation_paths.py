@@ -223,3 +223,12 @@ def test_tail_and_cache_results_keep_the_query_name(traced: Traced) -> None:
     df.tail(1).collect()
     names = [(s.name, s.attributes[attr.DATAFUSION_METHOD]) for s in traced.executions()]
     assert names == [("SELECT t", "DataFrame.tail"), ("SELECT t", "DataFrame.collect")]
+
+
+def test_write_parquet_with_writer_options_is_one_span(traced: Traced, tmp_path: Path) -> None:
+    """``write_parquet(path, ParquetWriterOptions)`` calls write_parquet_with_options inside."""
+    df = make_context().sql("SELECT a, b FROM t WHERE a > 1")
+    df.write_parquet(tmp_path / "w.parquet", _parquet_options())
+    span = traced.only_execution()
+    assert span.attributes is not None
+    assert span.attributes[attr.DATAFUSION_METHOD] == "DataFrame.write_parquet"

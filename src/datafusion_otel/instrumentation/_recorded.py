@@ -105,6 +105,7 @@ def value_wrapper(
     rows: Callable[[Any], int] | None,
     partitioned: bool,
     keeps_plan: bool,
+    nests: bool,
     slow: SlowPath,
 ) -> Callable[..., Any]:
     """Return the replacement of a ``DataFrame`` method that executes and returns a value.
@@ -116,6 +117,9 @@ def value_wrapper(
         rows: Returns ``db.response.returned_rows`` from the result, if it tells.
         partitioned: The result is a list with one item per partition.
         keeps_plan: The DataFrame keeps the executed plan afterwards.
+        nests: The method calls another instrumented method (``write_parquet``): the call is
+            marked as inside an instrumented call (`INSIDE`) so that the inner one passes
+            straight through. Other methods go straight to Rust and skip that.
         slow: The general path, for calls the fast path does not cover.
     """
     inside = INSIDE
@@ -134,16 +138,18 @@ def value_wrapper(
             return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
         if tracing.capture or type(self) is not plain:
             return slow(self, args, kwargs, parent)
-        token = inside.set(True)  # nested calls (write_parquet -> ..._with_options) go through
+        token = inside.set(True) if nests else None  # write_parquet -> ..._with_options
         start = time_ns()
         try:
             result = original(self, *args, **kwargs)
         except BaseException as exc:
-            inside.reset(token)
+            if token is not None:
+                inside.reset(token)
             record_failure(tracing, method, self, parent, start, exc)
             raise
         end = time_ns()
-        inside.reset(token)
+        if token is not None:
+            inside.reset(token)
         try:
             info = self.__dict__.get(INFO_ATTR)
             if partitioned:
