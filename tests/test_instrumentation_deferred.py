@@ -243,3 +243,50 @@ def test_long_sql_texts_are_traced_but_never_cached() -> None:
             _query._cached_normalized.cache_info().currsize,
             _execution.start_attributes.cache_info().currsize,
         )
+
+
+def test_uninstrument_drops_the_query_caches() -> None:
+    with instrumented() as t:
+        ctx = make_context()
+        ctx.sql("SELECT a FROM t").collect()
+        assert _query.QUERIES_ATTR in ctx.__dict__
+        t.instrumentor.uninstrument()
+        assert _query.QUERIES_ATTR not in ctx.__dict__
+
+
+def test_sql_with_options_passes_its_inner_sql_call_straight_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``sql_with_options`` calls ``sql``: the inner call must not repeat the wrapper's work."""
+    from datafusion import SessionContext, SQLOptions
+
+    from datafusion_otel.instrumentation._execution import INSIDE
+
+    real_sql = SessionContext.sql
+    inside_seen: list[bool] = []
+
+    def sql(self: SessionContext, *args: object, **kwargs: object) -> object:
+        inside_seen.append(INSIDE.get())
+        return real_sql(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SessionContext, "sql", sql)  # patched first: the wrapper wraps it
+    with instrumented() as t:
+        ctx = make_context()
+        ctx.sql_with_options("SELECT a FROM t", SQLOptions()).collect()
+        assert inside_seen == [True]
+        assert t.only_execution().name == "SELECT t"
+
+
+def test_suppressed_sql_remembers_nothing() -> None:
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with instrumented() as t:
+        ctx = make_context()
+        with suppress_instrumentation():
+            df = ctx.sql("SELECT a FROM t WHERE b = 'secret'")
+        assert _query.INFO_ATTR not in df.__dict__
+        df.collect()  # traced, named from its plan, with no SQL text
+        span = t.only_execution()
+        assert span.name == "SELECT t"
+        assert span.attributes is not None
+        assert attr.DB_QUERY_TEXT not in span.attributes

@@ -4,8 +4,9 @@ Creating an OpenTelemetry SDK span right after a DataFusion query is far slower 
 tight loop: the query has evicted the SDK's code and data from the CPU caches, so a span that
 costs ~40 us warm costs 0.2-0.4 ms there (measured on TPC-H, see
 ``benchmarks/bench_instrumentation.py``). So span-only executions only *record* what their
-span will be (the DataFrame, the caller's context, start and end time, the returned rows) and
-append the record to a bounded queue; a daemon thread creates the real spans with their recorded
+span will be (the query's cached name data, or the DataFrame while it has no name yet, the
+caller's context, start and end time, the returned rows and partitions) and append the record
+to a bounded queue; a daemon thread creates the real spans with their recorded
 timestamps, a batch at a time, shortly after (`INTERVAL_S`), while the cache is warm for the
 SDK and mostly while the next query runs with the GIL released.
 

@@ -33,6 +33,7 @@ from opentelemetry.trace import TracerProvider
 from datafusion_otel import _deferred
 from datafusion_otel.instrumentation._execution import Tracing
 from datafusion_otel.instrumentation._options import InstrumentationOptions, resolve_options
+from datafusion_otel.instrumentation._query import clear_query_caches
 from datafusion_otel.instrumentation._streams import TracedRecordBatchStream
 from datafusion_otel.instrumentation._wrappers import (
     CONTEXT_METHODS,
@@ -176,3 +177,4 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._originals = {}
             self._tracing = None
         _deferred.flush()  # the spans of executions before this call exist afterwards
+        clear_query_caches()  # nothing of ours stays in the user's contexts

@@ -152,7 +152,7 @@ class Tracing:
                 summary,
                 info,
                 parent,
-                current_run(),
+                current_run() is not None,
                 defer=defer,
                 start_ns=time.time_ns() if start_ns is None else start_ns,
             )
@@ -167,12 +167,12 @@ class Tracing:
         summary: QuerySummary,
         info: QueryInfo,
         parent: otel_context.Context,
-        run: object | None,
+        in_run: bool,
         *,
         defer: bool,
         start_ns: int,
     ) -> Execution:
-        """Return the `Execution` of a call made in ``parent`` while ``run`` was current.
+        """Return the `Execution` of a call made in ``parent``, inside a run or not.
 
         Args:
             current: The provider and tracer (`tracer`) at the time of the call.
@@ -180,14 +180,14 @@ class Tracing:
             summary: What the query does (names the span).
             info: What is known about the query.
             parent: The context of the user's call.
-            run: `current_run()` at the time of the call.
+            in_run: Whether a run (`current_run`) was current at the time of the call.
             defer: Create the span only when it is needed (see `begin`).
             start_ns: When the execution started.
         """
         provider, tracer = current
         is_run = (
             self.options.auto_run
-            and run is None
+            and not in_run
             and not trace.get_current_span(parent).get_span_context().is_valid
         )
         if is_run and provider is not self._with_processor:

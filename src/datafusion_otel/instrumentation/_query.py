@@ -3,12 +3,12 @@
 ``SessionContext.sql`` returns plain Python ``DataFrame`` wrappers. What is known about a
 query (`QueryInfo`: the SQL text, the session id, a weak reference to the context) is built
 once per context and SQL text, cached in the context (attribute ``_datafusion_otel_queries``,
-at most `MAX_QUERIES` texts, none longer than `MAX_CACHED_TEXT`), and stored in each DataFrame
-it returns (attribute ``_datafusion_otel_query``): two dictionary reads on the query path
-instead of a session-id call and a weak mapping. Neither attribute keeps anything else alive.
-DataFrames built with the DataFrame API (or derived from a SQL DataFrame by ``filter``,
-``select``...) are named from the ``TableScan`` nodes of their logical plan, for example
-``"SELECT t"``.
+at most `MAX_QUERIES` texts, none longer than `MAX_CACHED_TEXT`, dropped by ``uninstrument()``),
+and stored in each DataFrame it returns (attribute ``_datafusion_otel_query``): two dictionary
+reads on the query path instead of a session-id call and a weak mapping. Neither attribute
+keeps anything else alive. DataFrames built with the DataFrame API (or derived from a SQL
+DataFrame by ``filter``, ``select``...) are named from the ``TableScan`` nodes of their logical
+plan, for example ``"SELECT t"``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "QUERIES_ATTR",
     "QueryInfo",
     "cacheable",
+    "clear_query_caches",
     "info_for",
     "is_eager_statement",
     "plan_summary",
@@ -50,8 +51,9 @@ INFO_ATTR = "_datafusion_otel_query"
 """The DataFrame attribute holding its `QueryInfo`."""
 QUERIES_ATTR = "_datafusion_otel_queries"
 """The SessionContext attribute holding its `QueryInfo` cache (SQL text -> info)."""
-MAX_QUERIES = 1024
-"""SQL texts cached per context; the cache starts over when full."""
+MAX_QUERIES = 256
+"""SQL texts cached per context (so at most 4 MiB of text, see `MAX_CACHED_TEXT`); the cache
+starts over when full."""
 MAX_CACHED_TEXT = 16_384
 """Longer SQL texts (in characters) are never cached, here or in the name and attribute
 caches: 1024 multi-megabyte ``INSERT ... VALUES`` texts would otherwise stay in memory."""
@@ -99,6 +101,7 @@ def query_info(ctx: Any, query: object) -> QueryInfo | None:
     queries: dict[str, QueryInfo] | None = namespace.get(QUERIES_ATTR)
     if queries is None:
         queries = namespace[QUERIES_ATTR] = {}
+        _cached_contexts.add(ctx)
     info = queries.get(query)
     if info is None:
         if len(queries) >= MAX_QUERIES:
@@ -112,6 +115,16 @@ def query_info(ctx: Any, query: object) -> QueryInfo | None:
         if cacheable(query):
             queries[query] = info
     return info
+
+
+_cached_contexts: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def clear_query_caches() -> None:
+    """Drop the query cache of every context (``uninstrument()`` calls this)."""
+    for ctx in list(_cached_contexts):
+        ctx.__dict__.pop(QUERIES_ATTR, None)
+    _cached_contexts.clear()
 
 
 def remember(df: Any, info: QueryInfo) -> None:

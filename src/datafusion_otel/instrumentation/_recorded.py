@@ -58,21 +58,21 @@ class Recorded(tuple):  # type: ignore[type-arg]
 
     The fields, in order: the `Tracing`, the provider and tracer of the call, the method
     name, the query's `QueryInfo` (None when the DataFrame has none yet), the DataFrame when
-    it must be named from its plan (else None), the caller's context, `current_run()` at the
-    call, start and end time (ns), the returned rows and the partition count (None when
-    unknown). A tuple, because building one is the cheapest record Python has.
+    it must be named from its plan (else None), the caller's context, whether a run was
+    current at the call, start and end time (ns), the returned rows and the partition count
+    (None when unknown). A tuple, because building one is the cheapest record Python has.
     """
 
     __slots__ = ()
 
     def materialize(self) -> None:
         """Create and end the execution span with the recorded times; may raise."""
-        (tracing, current, method, info, df, parent, run, start, end, rows, parts) = self
+        (tracing, current, method, info, df, parent, in_run, start, end, rows, parts) = self
         if df is not None:
             info = info_for(df)
         summary = summary_for(df, info)
         execution = tracing.execution(
-            current, method, summary, info, parent, run, defer=True, start_ns=start
+            current, method, summary, info, parent, in_run, defer=True, start_ns=start
         )
         execution.end_recorded(end, rows, parts)
 
@@ -167,7 +167,7 @@ def value_wrapper(
                         info,
                         self if info is None or not info.named else None,
                         parent,
-                        current_run() if run_stack.get() else None,
+                        run_stack.get() != () and current_run() is not None,
                         start,
                         end,
                         rows(result) if rows is not None else None,

@@ -209,7 +209,7 @@ def make_wrapper(
             slow=traced,
         )
     if name != "execute" and cls is SessionContext:
-        return _sql_wrapper(original, tracing, traced)
+        return _sql_wrapper(original, tracing, traced, nests=name == "sql_with_options")
     current = otel_context.get_current
 
     @functools.wraps(original)
@@ -228,8 +228,16 @@ def _sql_wrapper(
     original: Callable[..., Any],
     tracing: Tracing,
     traced: Callable[[Any, tuple[Any, ...], dict[str, Any], Context], Any],
+    *,
+    nests: bool,
 ) -> Callable[..., Any]:
-    """``SessionContext.sql`` / ``sql_with_options``: a lazy statement only names its DataFrame."""
+    """``SessionContext.sql`` / ``sql_with_options``: a lazy statement only names its DataFrame.
+
+    Under ``suppress_instrumentation()`` nothing is remembered either: a DataFrame created
+    there carries no SQL text into the spans of its later executions. ``nests``: the original
+    calls another patched method (``sql_with_options`` calls ``sql``), which must pass
+    straight through.
+    """
     inside = INSIDE
     current = otel_context.get_current
 
@@ -237,6 +245,9 @@ def _sql_wrapper(
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not tracing.active or inside.get():
             return original(self, *args, **kwargs)
+        parent = current()
+        if parent.get(_SUPPRESS_KEY) or parent.get(SUPPRESS_KEY_PLAIN):
+            return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
         query = args[0] if args else kwargs.get("query")
         try:
             queries = self.__dict__.get(QUERIES_ATTR)  # the cache `query_info` fills
@@ -247,16 +258,20 @@ def _sql_wrapper(
             internal_error("remembering SQL")
             return original(self, *args, **kwargs)
         if info is None or not info.eager:  # lazy: the DataFrame executes (and is traced) later
-            result = original(self, *args, **kwargs)
+            if nests:
+                token = inside.set(True)
+                try:
+                    result = original(self, *args, **kwargs)
+                finally:
+                    inside.reset(token)
+            else:
+                result = original(self, *args, **kwargs)
             if info is not None:
                 try:
                     result.__dict__[INFO_ATTR] = info  # what `remember` does
                 except Exception:
                     internal_error("remembering SQL")
             return result
-        parent = current()
-        if parent.get(_SUPPRESS_KEY) or parent.get(SUPPRESS_KEY_PLAIN):
-            return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
         return traced(self, args, kwargs, parent)
 
     return wrapper
