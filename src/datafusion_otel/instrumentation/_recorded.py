@@ -154,7 +154,7 @@ def value_wrapper(
             info = self.__dict__.get(INFO_ATTR)
             if partitioned:
                 parts = len(result)
-            elif keeps_plan:
+            elif keeps_plan:  # `partition_count(self)`, inlined: self is a plain DataFrame
                 parts = self.df.execution_plan().partition_count
             else:
                 parts = None

@@ -30,7 +30,7 @@ import itertools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 from datafusion import DataFrame, SessionContext
@@ -168,10 +168,10 @@ def make_wrapper(
         A function with the original's name, docstring and signature metadata.
     """
     if cls is SessionContext:
-        handler: Callable[..., Any] = (
-            _traced_context_execute if name == "execute" else _traced_context_sql
-        )
         method = f"SessionContext.{name}"
+        if name != "execute":
+            return _sql_wrapper(method, original, tracing, nests=name == "sql_with_options")
+        handler: Callable[..., Any] = _traced_context_execute
     else:
         spec = DATAFRAME_METHODS[name]
 
@@ -208,8 +208,6 @@ def make_wrapper(
             nests=spec.nests,
             slow=traced,
         )
-    if name != "execute" and cls is SessionContext:
-        return _sql_wrapper(original, tracing, traced, nests=name == "sql_with_options")
     current = otel_context.get_current
 
     @functools.wraps(original)
@@ -225,11 +223,7 @@ def make_wrapper(
 
 
 def _sql_wrapper(
-    original: Callable[..., Any],
-    tracing: Tracing,
-    traced: Callable[[Any, tuple[Any, ...], dict[str, Any], Context], Any],
-    *,
-    nests: bool,
+    method: str, original: Callable[..., Any], tracing: Tracing, *, nests: bool
 ) -> Callable[..., Any]:
     """``SessionContext.sql`` / ``sql_with_options``: a lazy statement only names its DataFrame.
 
@@ -272,7 +266,14 @@ def _sql_wrapper(
                 except Exception:
                     internal_error("remembering SQL")
             return result
-        return traced(self, args, kwargs, parent)
+        token = inside.set(True)  # eager (DDL...): traced now, nested calls delegate
+        try:
+            text = cast("str", query)  # query_info returned an info: the query is text
+            return _traced_eager_sql(
+                tracing, method, original, self, args, kwargs, parent, info, text
+            )
+        finally:
+            inside.reset(token)
 
     return wrapper
 
@@ -407,33 +408,19 @@ def _arrow_c_stream(
         return capsule
 
 
-def _traced_context_sql(
+def _traced_eager_sql(
     tracing: Tracing,
-    *,
     method: str,
     original: Callable[..., Any],
-    target: Any,
+    ctx: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     parent: Context,
+    info: QueryInfo,
+    query: str,
 ) -> Any:
-    ctx = target
-    query = args[0] if args else kwargs.get("query")
-    try:
-        info = query_info(ctx, query)
-    except Exception:
-        internal_error("remembering SQL")
-        return original(ctx, *args, **kwargs)
-    if info is None or info.sql is None:
-        return original(ctx, *args, **kwargs)
-    if not info.eager:  # lazy: the returned DataFrame executes later and is named from ``query``
-        result = original(ctx, *args, **kwargs)
-        try:
-            remember(result, info)
-        except Exception:
-            internal_error("remembering SQL")
-        return result
-    execution = tracing.begin(method, sql_summary(info.sql), info, parent, defer=True)
+    """Trace a statement that ``SessionContext.sql`` executes before returning (DDL...)."""
+    execution = tracing.begin(method, sql_summary(query), info, parent, defer=True)
     if execution is None:
         return original(ctx, *args, **kwargs)
     result = _call_in(execution, original, ctx, args, kwargs)
