@@ -241,22 +241,10 @@ class Shims:
 def direct_pass(ctx: SessionContext, queries: dict[int, list[str]], rounds: int) -> PassResult:
     """Like `run_pass`, timing only what lies between the shims (see the module docstring)."""
     shims = Shims(DataFusionInstrumentor())
-    numbers = list(queries)
-    result = PassResult({n: [] for n in numbers}, {n: [] for n in numbers})
-    start = time.perf_counter()
     for traced in (False, True):  # warm-up
         for stmts in queries.values():
             shims.measure(ctx, stmts, traced)
-    for r in range(rounds):
-        for k in range(len(numbers)):
-            index = (r + k) % len(numbers)
-            number = numbers[index]
-            order = (False, True) if (r + index) % 2 == 0 else (True, False)
-            for is_b in order:
-                ms = shims.measure(ctx, queries[number], is_b)
-                (result.b if is_b else result.a)[number].append(ms)
-    result.seconds = time.perf_counter() - start
-    return result
+    return interleaved(queries, rounds, partial(shims.measure, ctx))
 
 
 def background_cpu(
@@ -285,6 +273,19 @@ def run_pass(
     side_a: Side,
     side_b: Side,
 ) -> PassResult:
+    """End-to-end ms per execution of every query on both sides (see the module docstring)."""
+
+    def measure(stmts: list[str], is_b: bool) -> float:
+        side = side_b if is_b else side_a
+        return side.measure(partial(run_query, ctx, stmts)) / 1e6 / len(stmts)
+
+    return interleaved(queries, rounds, measure)
+
+
+def interleaved(
+    queries: dict[int, list[str]], rounds: int, measure: Callable[[list[str], bool], float]
+) -> PassResult:
+    """Rounds over all queries, start rotating, A/B order alternating; ``measure(stmts, is_b)``."""
     numbers = list(queries)
     result = PassResult({n: [] for n in numbers}, {n: [] for n in numbers})
     start = time.perf_counter()
@@ -292,12 +293,9 @@ def run_pass(
         for k in range(len(numbers)):
             index = (r + k) % len(numbers)
             number = numbers[index]
-            stmts = queries[number]
             order = (False, True) if (r + index) % 2 == 0 else (True, False)
             for is_b in order:
-                side = side_b if is_b else side_a
-                ns = side.measure(partial(run_query, ctx, stmts))
-                (result.b if is_b else result.a)[number].append(ns / 1e6 / len(stmts))
+                (result.b if is_b else result.a)[number].append(measure(queries[number], is_b))
         if sys.stderr.isatty():
             print(f"\r  round {r + 1}/{rounds}", end="", file=sys.stderr, flush=True)
     if sys.stderr.isatty():
