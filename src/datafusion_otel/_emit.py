@@ -1,4 +1,10 @@
-"""Attach captured artifacts to a span: preview event, operator metrics, operator spans."""
+"""Attach captured artifacts to a span: preview event, operator metrics, operator spans.
+
+With an explicit ``DataFusionCompileOptions.run_id`` the artifacts go under that run whatever
+the executing thread's context: onto the span they were handed if it belongs to the run, else
+onto the run's root span (found by id among live runs). Once the run has ended they go to the
+hook only, and are counted (`run_ended_count`, warned once).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,22 @@ from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel import _plan_walk
+from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
+from datafusion_otel._operator_spans import emit_operator_spans
 from datafusion_otel._payloads import add_payload_event
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 
-__all__ = ["emit_artifacts", "hook_error_count", "preview"]
+__all__ = [
+    "dropped_count",
+    "emit_artifacts",
+    "hook_error_count",
+    "preview",
+    "run_ended_count",
+    "target_span",
+]
 
 _LOG = logging.getLogger("datafusion_otel.emit")
 _TEXT_COLUMNS = (
@@ -55,6 +69,41 @@ def _warn_dropped(*, ended: bool) -> None:
             "inside tracked_run(), enable DataFusionInstrumentor, or set plan_artifacts_hook "
             "(counted in datafusion_otel._emit.dropped_count())"
         )
+
+
+def _count_run_ended(run_id: str, *, hook: bool) -> None:
+    with _hook_lock:
+        _hook_errors["run_ended"] = _hook_errors.get("run_ended", 0) + 1
+        if not hook:
+            _hook_errors["dropped"] = _hook_errors.get("dropped", 0) + 1
+        first = _hook_errors["run_ended"] == 1
+    if first:
+        _LOG.warning(
+            "plan artifacts of a query compiled with run_id=%s arrived after that run ended "
+            "(or it is not a run of this process): they go to plan_artifacts_hook only, if "
+            "set (counted in datafusion_otel._emit.run_ended_count())",
+            run_id,
+        )
+
+
+def run_ended_count() -> int:
+    """Return how many captures named a run (``run_id``) that was no longer live."""
+    return _hook_errors.get("run_ended", 0)
+
+
+def target_span(span: trace.Span, run_id: str | None) -> trace.Span | None:
+    """Return the span artifacts of a query executed under ``span`` go to; None if run ended.
+
+    Without an explicit ``run_id``: ``span`` itself. With one, the explicit run wins over the
+    executing context: ``span`` if it is a live span of that run, else the run's root span
+    while the run is live, else None.
+    """
+    if run_id is None:
+        return span
+    context = span.get_span_context()
+    if context.is_valid and format_trace_id(context.trace_id) == run_id and span.is_recording():
+        return span
+    return _routing.live_root(run_id)
 
 
 def dropped_count() -> int:
@@ -105,43 +154,6 @@ def _event_attributes(art: DataFusionPlanArtifacts, limit: int) -> dict[str, Att
     return attrs
 
 
-def _operator_spans(span: trace.Span, art: DataFusionPlanArtifacts, tracer: trace.Tracer) -> None:
-    """One child span per operator, nested like the plan, timed by DataFusion's metrics.
-
-    An operator without measured times takes its parent's; spans are marked with
-    ``datafusion.operator.derived_from_metrics``.
-    """
-    totals = _plan_walk.operator_totals(art.operator_metrics)
-    made: dict[str, tuple[trace.Span, int, int]] = {}
-    for node in art.operator_nodes:
-        acc = totals.get(node.path, {})
-        parent_path = node.path.rsplit(".", 1)[0] if "." in node.path else None
-        parent = made.get(parent_path) if parent_path else None
-        start, end = acc.get("start"), acc.get("end")
-        if (start is None or end is None) and parent is not None:
-            start, end = parent[1], parent[2]
-        if start is None or end is None:
-            continue
-        attrs: dict[str, AttributeValue] = {
-            attr.OPERATOR_NAME: node.name,
-            attr.OPERATOR_PATH: node.path,
-            attr.OPERATOR_DERIVED: True,
-        }
-        if acc.get("output_rows") is not None:
-            attrs[attr.OPERATOR_OUTPUT_ROWS] = int(acc["output_rows"] or 0)
-        if acc.get("elapsed_compute_ns") is not None:
-            attrs[attr.OPERATOR_ELAPSED_COMPUTE_NS] = int(acc["elapsed_compute_ns"] or 0)
-        child = tracer.start_span(
-            node.name,
-            context=trace.set_span_in_context(parent[0] if parent else span),
-            start_time=int(start),
-            attributes=attrs,
-        )
-        made[node.path] = (child, int(start), int(end))
-    for child, _start, end_ns in reversed(list(made.values())):
-        child.end(end_time=end_ns)
-
-
 def emit_artifacts(
     art: DataFusionPlanArtifacts,
     options: DataFusionCompileOptions,
@@ -150,9 +162,16 @@ def emit_artifacts(
 ) -> None:
     """Attach ``art`` to ``span`` (default: the current span) and call the options' hook.
 
-    Never raises: a failing step is logged and the others go on.
+    With ``options.run_id`` set, ``span`` is replaced by `target_span`: the artifacts land
+    under that run, or, once it ended, reach the hook only (counted). Never raises: a failing
+    step is logged and the others go on.
     """
     span = span if span is not None else trace.get_current_span()
+    run_gone = False
+    if options.run_id is not None:
+        target = target_span(span, options.run_id)
+        run_gone = target is None
+        span = target if target is not None else trace.INVALID_SPAN
     context = span.get_span_context()
     if context.is_valid:
         if art.run_id is None:
@@ -185,11 +204,19 @@ def emit_artifacts(
                     rows=art.operator_metrics,
                 )
             if tracer is not None and art.operator_nodes and options.wants("operator_spans"):
-                _operator_spans(span, art, tracer)
+                emit_operator_spans(
+                    span,
+                    art.operator_nodes,
+                    art.operator_metrics,
+                    tracer,
+                    limit=options.max_operator_spans,
+                )
     except Exception:  # never break the query for its telemetry
         _LOG.exception("could not attach plan artifacts to span")
     hook = options.plan_artifacts_hook
-    if hook is None and (not context.is_valid or not span.is_recording()):
+    if run_gone and options.run_id is not None:
+        _count_run_ended(options.run_id, hook=hook is not None)
+    elif hook is None and (not context.is_valid or not span.is_recording()):
         _warn_dropped(ended=context.is_valid)
     if hook is not None:
         try:

@@ -1,9 +1,13 @@
-"""Which sink receives the rows of which run.
+"""Which sink receives the rows of which run, and which runs are live.
 
 `start_run(sink=...)` registers the run's sink together with the span processor that owns
 delivery to it (the one attached to the provider that created the run span). Only the owner
 delivers to a run's sink, so the sink receives each row exactly once however many
 processors see the run's spans.
+
+`run_started` / `run_ended` keep the root span of every live run by run id, so that a query
+compiled with an explicit ``run_id`` and executed where that run is not current (a worker
+thread, an asyncio task) still finds its run (`live_root`).
 """
 
 from __future__ import annotations
@@ -12,15 +16,26 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 from datafusion_otel.diagnostics import DiagnosticsSink
 
-__all__ = ["RunRoute", "lookup", "register", "release"]
+__all__ = [
+    "RunRoute",
+    "live_root",
+    "lookup",
+    "register",
+    "release",
+    "run_ended",
+    "run_started",
+]
 
 _lock = threading.Lock()
 _routes: dict[str, RunRoute] = {}
 _finished: OrderedDict[str, RunRoute] = OrderedDict()
 _FINISHED_KEPT = 4096
 """Routes of finished runs kept for spans that end after their run's root (streams...)."""
+_live: dict[str, trace.Span] = {}
 
 
 @dataclass(frozen=True)
@@ -55,3 +70,22 @@ def release(run_id: str) -> None:
             _finished[run_id] = route
             while len(_finished) > _FINISHED_KEPT:
                 _finished.popitem(last=False)
+
+
+def run_started(run_id: str, root: trace.Span) -> None:
+    """Record ``root`` as the root span of the live run ``run_id``."""
+    with _lock:
+        _live[run_id] = root
+
+
+def run_ended(run_id: str) -> None:
+    """Forget the live run ``run_id`` (it is finishing); unknown ids are ignored."""
+    with _lock:
+        _live.pop(run_id, None)
+
+
+def live_root(run_id: str) -> trace.Span | None:
+    """Return the root span of the live run ``run_id``, or None once it ended (or if unknown)."""
+    with _lock:
+        root = _live.get(run_id)
+    return root if root is not None and root.is_recording() else None

@@ -68,8 +68,34 @@ OPERATOR_NAME: Final = "datafusion.operator.name"
 OPERATOR_PATH: Final = "datafusion.operator.path"
 OPERATOR_OUTPUT_ROWS: Final = "datafusion.operator.output_rows"
 OPERATOR_ELAPSED_COMPUTE_NS: Final = "datafusion.operator.elapsed_compute_ns"
+"""On operator spans: compute time summed over partitions, ns (see below for its metric)."""
 OPERATOR_DERIVED: Final = "datafusion.operator.derived_from_metrics"
 """True on operator spans: their times are DataFusion's measured start/end, not a live span."""
+OPERATOR_PARENT_PATH: Final = "datafusion.operator.parent_path"
+"""On operator spans: path of the plan operator this span is nested under (absent for the plan
+root); its span is the parent unless that operator recorded no times, then the nearest timed
+ancestor's span is."""
+OPERATOR_SPILL_COUNT: Final = "datafusion.operator.spill_count"
+"""On operator spans: spills, summed over partitions (absent when not recorded)."""
+OPERATOR_SPILLED_BYTES: Final = "datafusion.operator.spilled_bytes"
+"""On operator spans: bytes spilled, summed over partitions."""
+OPERATOR_OUTPUT_BYTES: Final = "datafusion.operator.output_bytes"
+"""On operator spans: bytes of the batches the operator produced, summed over partitions."""
+OPERATOR_BYTES_SCANNED: Final = "datafusion.operator.bytes_scanned"
+"""On scan operator spans: bytes read from files, summed over partitions."""
+OPERATOR_ELAPSED_COMPUTE_METRIC: Final = "datafusion.operator.elapsed_compute_metric"
+"""On operator spans: the metric `OPERATOR_ELAPSED_COMPUTE_NS` comes from: ``elapsed_compute``,
+or ``time_elapsed_processing`` for file (Parquet) scans, whose ``elapsed_compute`` is 0 or only
+the few microseconds outside the decoding."""
+OPERATOR_PARTITIONS: Final = "datafusion.operator.partitions"
+"""On operator spans: partitions of the operator that recorded a start and an end time."""
+OPERATOR_SPANS_COUNT: Final = "datafusion.operator_spans.count"
+"""On the span operator spans are made under (the execution span): operator spans made."""
+OPERATOR_SPANS_UNTIMED: Final = "datafusion.operator_spans.untimed"
+"""On the execution span: operators that recorded no start/end time (in-memory scans, operators
+that never ran), which get no span."""
+OPERATOR_SPANS_DROPPED: Final = "datafusion.operator_spans.dropped"
+"""On the execution span: timed operators beyond ``max_operator_spans`` that got no span."""
 
 
 # --- embedded run store (datafusion_otel.store) ---------------------------------------------

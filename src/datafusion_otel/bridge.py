@@ -7,15 +7,26 @@ physical plan and runtime metrics included, so nothing runs twice), calls the op
 with `DataFusionPlanArtifacts.structured_explain_payload`, and attaches a
 ``datafusion.plan_artifacts`` span event (previews) and a ``datafusion.operator_metrics`` event
 to the current span, from which `DiagnosticsSpanProcessor` makes full table rows.
+
+Compiled with an explicit ``options.run_id``, the DataFrame executes under that run wherever
+it is executed: each executing call made where another trace (or none) is current, a worker
+thread or an asyncio task for example, runs with the run's root span made current for its
+duration, so the execution span of the auto-instrumentation and the artifacts are the run's.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from datafusion import DataFrame, SessionContext
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import format_trace_id
 
+from datafusion_otel import _routing
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
 from datafusion_otel._emit import emit_artifacts
@@ -34,6 +45,7 @@ __all__ = [
     "sql_to_datafusion",
 ]
 
+_LOG = logging.getLogger("datafusion_otel.bridge")
 _IBIS_HINT = "ibis_to_datafusion needs Ibis: install it with  pip install 'datafusion-otel[ibis]'"
 
 
@@ -132,6 +144,63 @@ def _run_id_of(options: DataFusionCompileOptions, span: Any) -> str | None:
     return format_trace_id(context.trace_id) if context.is_valid else None
 
 
+_RUN_BOUND_METHODS = (
+    "collect", "collect_partitioned", "to_arrow_table", "to_pandas", "to_polars", "to_pylist",
+    "to_pydict", "execute_stream", "execute_stream_partitioned", "__iter__", "__aiter__",
+    "__arrow_c_stream__", "count", "show", "collect_column", "cache", "describe", "tail",
+    "write_csv", "write_json", "write_parquet", "write_parquet_with_options", "write_table",
+)  # fmt: skip
+"""Executing methods of a `CapturedDataFrame` that a run-bound frame runs under its run."""
+
+
+class _RunBoundFrame(CapturedDataFrame):
+    """A `CapturedDataFrame` compiled with ``options.run_id``: it executes under that run."""
+
+    def __init__(self, df: DataFrame, capture: Any, run_id: str) -> None:
+        super().__init__(df, capture)
+        self._bound_run_id = run_id
+        self._bound_trace_id = int(run_id, 16)
+
+    def _enter_run(self) -> object | None:
+        """Make the run's root span current unless the run's trace already is; never raises.
+
+        Returns:
+            The token to detach, or None when nothing was attached (already in the run's
+            trace, or the run is no longer live).
+        """
+        try:
+            current = trace.get_current_span().get_span_context()
+            if current.is_valid and current.trace_id == self._bound_trace_id:
+                return None
+            root = _routing.live_root(self._bound_run_id)
+            if root is None:
+                return None
+            return otel_context.attach(trace.set_span_in_context(root))
+        except Exception:
+            _LOG.exception("could not make run %s current", self._bound_run_id)
+            return None
+
+
+def _run_bound(name: str) -> Callable[..., Any]:
+    base = getattr(CapturedDataFrame, name)
+
+    @functools.wraps(base)
+    def method(self: _RunBoundFrame, *args: Any, **kwargs: Any) -> Any:
+        token = self._enter_run()
+        try:
+            return base(self, *args, **kwargs)
+        finally:
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
+
+    return method
+
+
+for _name in _RUN_BOUND_METHODS:
+    if hasattr(CapturedDataFrame, _name):
+        setattr(_RunBoundFrame, _name, _run_bound(_name))
+
+
 def _compile(
     df: DataFrame,
     ctx: SessionContext,
@@ -163,6 +232,8 @@ def _compile(
         )
         emit_artifacts(art, options, span, tracer_for(resolve_provider()))
 
+    if options.run_id is not None:
+        return _RunBoundFrame(df, capture, options.run_id)
     return CapturedDataFrame(df, capture)
 
 

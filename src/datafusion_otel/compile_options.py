@@ -14,13 +14,15 @@ Artifact names (members of `DataFusionCompileOptions.artifacts`):
 ``substrait``          Substrait bytes of the optimized plan, validated by a round trip
 ``unparsed_sql``       SQL unparsed from the unoptimized logical plan
 ``explain``            EXPLAIN rows written to an Arrow IPC file under ``artifact_dir``
-``operator_spans``     one child span per operator with DataFusion's measured times
+``operator_spans``     one child span per timed operator, nested as in the plan, with
+                       DataFusion's measured start/end times (nothing runs again)
 =====================  =====================================================================
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ __all__ = [
     "ALL_ARTIFACTS",
     "DEFAULT_ARTIFACTS",
     "DEFAULT_INLINE_LIMIT_BYTES",
+    "DEFAULT_MAX_OPERATOR_SPANS",
     "DataFusionCompileOptions",
     "default_artifact_dir",
 ]
@@ -46,9 +49,14 @@ DEFAULT_ARTIFACTS: Final[frozenset[str]] = frozenset(
         "partition_count",
         "join_operators",
         "operator_metrics",
+        "operator_spans",
     }
 )
-"""The cheap set: plan texts, hash, partitions, joins, operator metrics.
+"""The cheap set: plan texts, hash, partitions, joins, operator metrics and operator spans.
+
+Operator spans are made from the operator metrics already captured (one SDK span per timed
+operator, at most `DEFAULT_MAX_OPERATOR_SPANS`): they cost no re-run, so a trace UI shows the
+operator tree whenever operator metrics are captured.
 
 It costs a few milliseconds per query (the optimizer re-run for ``optimized_plan`` and
 ``plan_hash`` is the largest part): see benchmarks/bench_artifacts.py."""
@@ -58,15 +66,17 @@ ALL_ARTIFACTS: Final[frozenset[str]] = DEFAULT_ARTIFACTS | {
     "substrait",
     "unparsed_sql",
     "explain",
-    "operator_spans",
 }
-"""Every artifact: adds graphviz, Substrait with validation, unparsed SQL, EXPLAIN files and
-operator spans."""
+"""Every artifact: adds graphviz, Substrait with validation, unparsed SQL and EXPLAIN files."""
 
 DEFAULT_INLINE_LIMIT_BYTES: Final = 2048
 """Span attribute previews are cut here (Grafana Tempo silently truncates longer values)."""
 
+DEFAULT_MAX_OPERATOR_SPANS: Final = 200
+"""Operator spans made per execution at most; the others are counted on the execution span."""
+
 _POLICIES: Final = ("sanitized", "raw", "off")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 PlanArtifactsHook = Callable[[Mapping[str, object]], None]
 
@@ -82,8 +92,11 @@ class DataFusionCompileOptions:
     """How a query compiled by `datafusion_otel.bridge` is observed.
 
     Attributes:
-        run_id: Run the artifacts belong to. Default: the current run (`current_run`), else
-            the trace id of the span the artifacts are attached to.
+        run_id: Run the artifacts belong to (32 lowercase hex). When set, it wins over the
+            executing thread's context: executed on a worker thread or in an asyncio task, the
+            query's execution span and artifacts go under that run's root span (and so into
+            its sink) while the run is live; after it ended they go to the hook only and are
+            counted. Default: the trace id of the span current when the query executes.
         capture_plan_artifacts: Capture artifacts at all.
         explain_analyze: Also write an EXPLAIN ANALYZE file, built from the executed plan's
             metrics (the query is not run twice).
@@ -96,6 +109,8 @@ class DataFusionCompileOptions:
             ``"raw"`` (keep literals: opt in only where texts are not sensitive) or ``"off"``
             (no SQL text at all).
         inline_limit_bytes: Maximum UTF-8 bytes of each span attribute preview.
+        max_operator_spans: Operator spans made per execution at most (pre-order, so parents
+            come first); the rest are counted in ``datafusion.operator_spans.dropped``.
     """
 
     run_id: str | None = None
@@ -106,13 +121,27 @@ class DataFusionCompileOptions:
     artifacts: frozenset[str] = DEFAULT_ARTIFACTS
     sql_text: SqlTextPolicy = "sanitized"
     inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES
+    max_operator_spans: int = DEFAULT_MAX_OPERATOR_SPANS
 
     def __post_init__(self) -> None:
         """Validate eagerly.
 
         Raises:
-            ValueError: For an unknown artifact name or policy, or a limit below 64 bytes.
+            ValueError: For an unknown artifact name or policy, a limit below 64 bytes, a
+                negative `max_operator_spans`, or a `run_id` that is not 32 lowercase hex.
         """
+        if self.run_id is not None and (
+            not isinstance(self.run_id, str) or _RUN_ID.fullmatch(self.run_id) is None
+        ):
+            raise ValueError(f"run_id must be 32 lowercase hex characters, got {self.run_id!r}")
+        if (
+            isinstance(self.max_operator_spans, bool)
+            or not isinstance(self.max_operator_spans, int)
+            or self.max_operator_spans < 0
+        ):
+            raise ValueError(
+                f"max_operator_spans must be an int >= 0, got {self.max_operator_spans!r}"
+            )
         object.__setattr__(self, "artifacts", frozenset(self.artifacts))
         unknown = sorted(self.artifacts - ALL_ARTIFACTS)
         if unknown:

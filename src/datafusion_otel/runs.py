@@ -165,6 +165,7 @@ def start_run(
     )
     run_id = format_trace_id(span.get_span_context().trace_id)
     span.set_attribute(attr.RUN_ID, run_id)
+    _routing.run_started(run_id, span)  # found by id for DataFusionCompileOptions(run_id=...)
     # sampled out runs are recorded only (RECORD_ONLY): the run row says so
     exported = span.get_span_context().trace_flags.sampled and exports_from(provider)
     span.set_attribute(attr.RUN_EXPORTED, exported)
@@ -273,6 +274,7 @@ def finish_run(
     end_ns = time.time_ns()
     run.end_time_unix_ms = end_ns // _NS_PER_MS
     run.status = status
+    _routing.run_ended(run.run_id)
     _deactivate(run)
     target = sink if sink is not None else run._sink
     if target is not None:
