@@ -23,23 +23,32 @@ from datafusion_otel.compile_options import (
 from instrumentation_support import Traced, instrumented
 
 
-def _timed_operators(plan: Any) -> dict[str, str]:
-    """Path -> name of every operator of the executed ``plan`` with a start and an end time.
-
-    Walked here independently of the package: ``children()`` order gives the paths.
-    """
+def _operator_names(plan: Any) -> dict[str, str]:
+    """Path -> name of every operator of the executed ``plan``, walked here independently of
+    the package (``children()`` order gives the paths)."""
     found: dict[str, str] = {}
 
     def visit(node: Any, path: str) -> None:
-        metrics = node.metrics()
-        names = {m.name for m in metrics.metrics() if m.value is not None} if metrics else set()
-        if {"start_timestamp", "end_timestamp"} <= names:
-            found[path] = node.display().split(":", 1)[0].strip()
+        found[path] = node.display().split(":", 1)[0].strip()
         for index, child in enumerate(node.children()):
             visit(child, f"{path}.{index}")
 
     visit(plan, "0")
     return found
+
+
+def _timed_operators(plan: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Path -> name of every operator that recorded a start and an end time.
+
+    The times are those of the captured operator-metrics rows (``rows``: one per operator and
+    partition), not the plan read again now: a LIMIT query (q18) returns while cancelled
+    partitions still record their times, so the plan's metrics can change after the capture.
+    """
+    names = _operator_names(plan)
+    started = {r["operator_path"] for r in rows if r["start_time_unix_ns"] is not None}
+    ended = {r["operator_path"] for r in rows if r["end_time_unix_ns"] is not None}
+    assert set(names) == {r["operator_path"] for r in rows}  # a row for every operator
+    return {p: n for p, n in names.items() if p in started and p in ended}
 
 
 def _all_paths(plan: Any) -> list[str]:
@@ -78,10 +87,18 @@ def _operator_children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[
     return out
 
 
-def _check_tree(spans: list[ReadableSpan], execution: ReadableSpan, plan: Any) -> tuple[int, int]:
+def _rows_of(sink: DiagnosticsCollector, span: ReadableSpan) -> list[dict[str, Any]]:
+    datafusion_otel.force_flush()
+    rows = sink.events_snapshot().get(attr.OPERATOR_METRICS_TABLE, [])
+    return [r for r in rows if r["span_id"] == format(span.context.span_id, "016x")]
+
+
+def _check_tree(
+    spans: list[ReadableSpan], execution: ReadableSpan, plan: Any, rows: list[dict[str, Any]]
+) -> tuple[int, int]:
     """Assert the operator spans under ``execution`` are exactly the plan's timed operators,
     nested as in the plan; return (operator spans, untimed operators)."""
-    timed = _timed_operators(plan)
+    timed = _timed_operators(plan, rows)
     ops = _operator_children(spans, execution)
     by_path = {str(s.attributes[attr.OPERATOR_PATH]): s for s in ops}
     assert len(by_path) == len(ops)  # one span per operator
@@ -121,7 +138,8 @@ def test_tpch_run_execution_operator_tree(tpch_dir: Path, number: int) -> None:
         ctx = SessionContext()
         tpch.register_tables(ctx, tpch_dir)
         frames = []
-        with tracked_run(label=f"q{number}") as run:
+        sink = DiagnosticsCollector()
+        with tracked_run(label=f"q{number}", sink=sink) as run:
             for statement in tpch.query_statements(number):
                 df = ctx.sql(statement)
                 df.collect()
@@ -142,7 +160,8 @@ def test_tpch_run_execution_operator_tree(tpch_dir: Path, number: int) -> None:
     ):
         assert execution.parent is not None and execution.parent.span_id == root.context.span_id
         assert execution.name == execution.attributes[attr.DB_QUERY_SUMMARY]
-        count, _untimed = _check_tree(spans, execution, df.execution_plan())
+        rows = _rows_of(sink, execution)
+        count, _untimed = _check_tree(spans, execution, df.execution_plan(), rows)
         made += count
     assert made > 0  # each TPC-H query has timed operators
 
@@ -180,9 +199,11 @@ def test_in_memory_scan_gets_no_span_and_is_counted(sdk) -> None:
     spans = list(sdk.exporter.get_finished_spans())
     root = next(s for s in spans if s.name == "mem")
     plan = df.execution_plan()
-    timed = _timed_operators(plan)
+    rows = _rows_of(sink, root)
+    timed = _timed_operators(plan, rows)
+    assert "DataSourceExec" in _operator_names(plan).values()
     assert "DataSourceExec" not in timed.values()  # the in-memory scan records no times
-    made, untimed = _check_tree(spans, root, plan)
+    made, untimed = _check_tree(spans, root, plan, rows)
     assert made == len(timed) > 0
     assert untimed >= 1
     assert not [s for s in spans if s.name == "DataSourceExec"]
@@ -193,12 +214,13 @@ def test_operator_span_cap_counts_the_rest(tpch_dir: Path, sdk) -> None:
     ctx = SessionContext()
     tpch.register_tables(ctx, tpch_dir)
     options = DataFusionCompileOptions(max_operator_spans=3)
-    with tracked_run(label="capped"):
+    sink = DiagnosticsCollector()
+    with tracked_run(label="capped", sink=sink):
         df = sql_to_datafusion(tpch.query_text(5), ctx=ctx, options=options)
         df.collect()
     spans = list(sdk.exporter.get_finished_spans())
     root = next(s for s in spans if s.name == "capped")
-    timed = _timed_operators(df.execution_plan())
+    timed = _timed_operators(df.execution_plan(), _rows_of(sink, root))
     ops = _operator_children(spans, root)
     assert len(timed) > 3
     assert len(ops) == 3
