@@ -234,3 +234,27 @@ def test_max_operator_spans_validated() -> None:
     with pytest.raises(ValueError, match="max_operator_spans"):
         DataFusionCompileOptions(max_operator_spans=-1)
     assert DataFusionCompileOptions(max_operator_spans=0).max_operator_spans == 0
+
+
+def test_default_cap_is_200_operator_spans(tmp_path: Path, sdk) -> None:
+    """A plan of 241 timed operators (80 UNION ALL branches over Parquet): 200 spans, 41
+    counted as dropped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": list(range(100))}), tmp_path / "p.parquet")
+    datafusion_otel.configure(tracer_provider=sdk.provider)
+    ctx = SessionContext()
+    ctx.register_parquet("p", str(tmp_path / "p.parquet"))
+    sql = " UNION ALL ".join(f"SELECT a FROM p WHERE a > {i}" for i in range(80))
+    sink = DiagnosticsCollector()
+    with tracked_run(label="wide", sink=sink):
+        df = sql_to_datafusion(sql, ctx=ctx)
+        df.collect()
+    spans = list(sdk.exporter.get_finished_spans())
+    root = next(s for s in spans if s.name == "wide")
+    timed = _timed_operators(df.execution_plan(), _rows_of(sink, root))
+    assert len(timed) > 200
+    assert len(_operator_children(spans, root)) == 200
+    assert root.attributes[attr.OPERATOR_SPANS_COUNT] == 200
+    assert root.attributes[attr.OPERATOR_SPANS_DROPPED] == len(timed) - 200

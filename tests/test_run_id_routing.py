@@ -137,6 +137,29 @@ def test_instrumented_worker_execution_span_is_a_child_of_the_run() -> None:
     _assert_rows_under(sink, run.run_id)
 
 
+def test_instrumented_worker_iteration_is_a_child_of_the_run() -> None:
+    """``for batch in df`` on a worker thread: the instrumentor's stream execution span (and
+    the artifacts on it) belong to the run named in the options."""
+    sink = DiagnosticsCollector()
+    with instrumented() as traced:
+        ctx = _ctx()
+        with tracked_run(label="iterated", sink=sink) as run:
+            df = sql_to_datafusion(
+                SQL, ctx=ctx, options=DataFusionCompileOptions(run_id=run.run_id)
+            )
+            with ThreadPoolExecutor(1) as pool:
+                batches = pool.submit(lambda: list(df)).result()
+        datafusion_otel.force_flush()
+        spans: list[ReadableSpan] = traced.spans()
+    assert sum(b.to_pyarrow().num_rows for b in batches) == 2
+    root = next(s for s in spans if s.name == "iterated")
+    executions = [s for s in spans if (s.attributes or {}).get(attr.DB_SYSTEM_NAME)]
+    assert len(executions) == 1
+    assert executions[0].parent is not None
+    assert executions[0].parent.span_id == root.context.span_id
+    _assert_rows_under(sink, run.run_id)
+
+
 def test_after_the_run_ended_rows_go_to_the_hook_and_are_counted(configured, caplog) -> None:
     sink = DiagnosticsCollector()
     received: list[Mapping[str, object]] = []

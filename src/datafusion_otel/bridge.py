@@ -16,7 +16,6 @@ duration, so the execution span of the auto-instrumentation and the artifacts ar
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -182,17 +181,23 @@ class _RunBoundFrame(CapturedDataFrame):
 
 
 def _run_bound(name: str) -> Callable[..., Any]:
-    base = getattr(CapturedDataFrame, name)
+    """Return the run-bound version of the executing method ``name``.
 
-    @functools.wraps(base)
+    The method it wraps is looked up at each call, not now: the instrumentation patches
+    (and restores) ``DataFrame`` methods after this module is imported.
+    """
+
     def method(self: _RunBoundFrame, *args: Any, **kwargs: Any) -> Any:
         token = self._enter_run()
         try:
-            return base(self, *args, **kwargs)
+            return getattr(super(_RunBoundFrame, self), name)(*args, **kwargs)
         finally:
             if token is not None:
                 otel_context.detach(token)  # type: ignore[arg-type]
 
+    method.__name__ = name
+    method.__qualname__ = f"_RunBoundFrame.{name}"
+    method.__doc__ = getattr(CapturedDataFrame, name).__doc__
     return method
 
 
