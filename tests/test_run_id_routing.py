@@ -91,6 +91,26 @@ def test_explicit_run_wins_over_the_threads_own_run(configured) -> None:
 
 def test_asyncio_task_with_empty_context_reaches_the_run(configured) -> None:
     sink = DiagnosticsCollector()
+    _async_executions(sink)
+
+
+def test_instrumented_asyncio_executions_are_children_of_the_run() -> None:
+    sink = DiagnosticsCollector()
+    with instrumented() as traced:
+        run_id = _async_executions(sink)
+        datafusion_otel.force_flush()
+        spans: list[ReadableSpan] = traced.spans()
+    root = next(s for s in spans if s.name == "async")
+    executions = [s for s in spans if (s.attributes or {}).get(attr.DB_SYSTEM_NAME)]
+    assert len(executions) == 2
+    for execution in executions:
+        assert execution.parent is not None
+        assert execution.parent.span_id == root.context.span_id
+    assert format(root.context.trace_id, "032x") == run_id
+
+
+def _async_executions(sink: DiagnosticsCollector) -> str:
+    """A stream read in a task with an empty context and a collect on an executor thread."""
     ctx = _ctx()
     with tracked_run(label="async", sink=sink) as run:
         options = DataFusionCompileOptions(run_id=run.run_id)
@@ -110,6 +130,7 @@ def test_asyncio_task_with_empty_context_reaches_the_run(configured) -> None:
 
         assert asyncio.run(main()) == (2, 2)
     _assert_rows_under(sink, run.run_id, queries=2)
+    return run.run_id
 
 
 def test_instrumented_worker_execution_span_is_a_child_of_the_run() -> None:
