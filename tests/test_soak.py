@@ -20,9 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from listeners import closed_port
-
 from datafusion_otel import RunStore
+from listeners import closed_port
 
 _APP = Path(__file__).with_name("soak_app.py")
 _BATCH_ROWS = 50
