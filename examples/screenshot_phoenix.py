@@ -1,8 +1,10 @@
-"""Take docs/phoenix-run.png: a real DataFusion run, exported to Arize Phoenix, in its UI.
+"""Take docs/phoenix-run.png: a ``datafusion-otel demo`` run exported to Arize Phoenix, in its UI.
 
 Starts Phoenix like the tests do (tests/backends.py: its own uvx tool env, inside
-``unshare -n``, HTTP port relayed to 127.0.0.1; needs root), exports a run of real queries over
-OTLP/HTTP, opens the run's trace (trace id = run id) in headless Chromium and saves the picture.
+``unshare -n``, HTTP port relayed to 127.0.0.1; needs root), runs the demo exactly as a user
+would (``datafusion-otel demo`` with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set: TPC-H queries traced by
+the auto-instrumentation inside tracked runs), opens one run's trace (trace id = run id) in
+headless Chromium and saves the picture. Nothing is made by hand: the spans are the demo's.
 
     apt-get install -y chromium
     uv run python examples/screenshot_phoenix.py [OUTPUT.png]
@@ -10,6 +12,7 @@ OTLP/HTTP, opens the run's trace (trace id = run id) in headless Chromium and sa
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,38 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from datafusion import SessionContext  # noqa: E402
-from opentelemetry import trace  # noqa: E402
-
-import datafusion_otel  # noqa: E402
 from backends import _stop_group, start_phoenix  # noqa: E402
-from datafusion_otel import attributes as attr  # noqa: E402
+from datafusion_otel.store import RunStore  # noqa: E402
 
-QUERIES = {
-    "totals": "SELECT k, sum(v) AS total FROM t GROUP BY k ORDER BY k",
-    "top": "SELECT k, v FROM t WHERE v > 15 ORDER BY v DESC LIMIT 2",
-}
+QUERY = "3"  # TPC-H q3: a scan, two joins, an aggregate and a sort: a readable tree
+SCALE = "0.01"
 
 
-def export_run(url: str) -> str:
-    telemetry = datafusion_otel.configure(endpoint=url, service_name="datafusion-otel-demo")
-    ctx = SessionContext()
-    ctx.from_pydict({"k": [1, 2, 2, 3], "v": [10, 20, 30, 40]}, name="t")
-    tracer = trace.get_tracer(attr.TRACER_NAME)
-    with datafusion_otel.tracked_run(label="nightly_rebuild", metadata={"owner": "etl"}) as run:
-        for name, sql in QUERIES.items():
-            with tracer.start_as_current_span(f"query {name}") as span:
-                df = ctx.sql(sql)
-                df.to_arrow_table()
-                span.set_attribute("db.system.name", "datafusion")
-                span.set_attribute("db.query.text", sql)
-                span.add_event(
-                    attr.PLAN_ARTIFACTS_EVENT,
-                    {"datafusion.plan.physical": df.execution_plan().display_indent()},
-                )
-    if not telemetry.force_flush(10):
-        raise SystemExit(f"export failed: {telemetry.delivery_stats()}")
-    return run.run_id
+def export_demo_run(url: str, workdir: Path) -> str:
+    """Run the demo for one query with export to ``url``; return its run id."""
+    store = workdir / "store"
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=url)
+    subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "datafusion_otel.cli", "demo", "--store", str(store),
+         "--scale", SCALE, "--queries", QUERY],
+        env=env, check=True, timeout=600,
+    )  # fmt: skip
+    runs = RunStore(store).recent_runs(1).to_pylist()
+    return str(runs[0]["run_id"])
 
 
 def main() -> int:
@@ -62,8 +51,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="df-otel-shot-"))
     process, phoenix, relay = start_phoenix(workdir)
     try:
-        run_id = export_run(phoenix.url)
-        while not phoenix.spans(run_id, expect=3):
+        run_id = export_demo_run(phoenix.url, workdir)
+        while len(phoenix.spans(run_id, expect=10)) < 10:
             time.sleep(0.5)
         projects = phoenix.get_json("/v1/projects")["data"]
         project = next(p for p in projects if p["name"] == "default")  # type: ignore[union-attr,index]

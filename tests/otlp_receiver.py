@@ -2,7 +2,8 @@
 
 ``python tests/otlp_receiver.py PORT`` listens on 127.0.0.1:PORT. ``POST /v1/traces`` takes an
 ExportTraceServiceRequest (protobuf, optionally gzip) and answers 200; ``GET /spans`` returns
-the spans received so far as JSON lines ``{"trace_id", "span_id", "name", "attributes"}``.
+the spans received so far as JSON lines ``{"trace_id", "span_id",
+"parent_span_id", "name", "start_unix_nano", "end_unix_nano", "attributes"}`` (no parent: "").
 """
 
 from __future__ import annotations
@@ -17,9 +18,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 _lock = threading.Lock()
 _spans: list[dict[str, object]] = []
+
+
+def _value(value: AnyValue) -> object:
+    """An attribute's value as a plain JSON value (arrays as lists)."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(item) for item in value.array_value.values]
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind) if kind else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -39,8 +51,11 @@ class _Handler(BaseHTTPRequestHandler):
                         {
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
                             "name": span.name,
-                            "attributes": {a.key: str(a.value) for a in span.attributes},
+                            "start_unix_nano": span.start_time_unix_nano,
+                            "end_unix_nano": span.end_time_unix_nano,
+                            "attributes": {a.key: _value(a.value) for a in span.attributes},
                         }
                     )
         with _lock:

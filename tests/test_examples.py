@@ -121,7 +121,7 @@ class TestReadmeAndDemo:
         argv = ["demo", "--store", str(store), "--data-dir", str(tpch_dir), "--queries", "1,6"]
         assert cli.main(argv) == 0
         out = capsys.readouterr().out
-        assert re.search(r"\[ ?1/2\] tpch-q01\s+completed", out)
+        assert re.search(r"\[ ?1/2\] tpch-q01  [0-9a-f]{32}\s+completed", out)
         assert "2/2 queries completed" in out
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from datafusion import SessionContext
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from datafusion_otel import attributes as attr
 from datafusion_otel._payloads import add_payload_event
@@ -31,8 +32,12 @@ _LOG = logging.getLogger("datafusion_otel.cache_state")
 
 
 def cache_settings(ctx: SessionContext) -> dict[str, str | None]:
-    """Return every ``datafusion.runtime.*`` setting of ``ctx`` (name -> value or None)."""
-    table = ctx.sql("SHOW ALL").to_pydict()
+    """Return every ``datafusion.runtime.*`` setting of ``ctx`` (name -> value or None).
+
+    The ``SHOW ALL`` query is the package's own, so the auto-instrumentation does not trace it.
+    """
+    with suppress_instrumentation():
+        table = ctx.sql("SHOW ALL").to_pydict()
     return {
         str(name): (None if value is None else str(value))
         for name, value in zip(table["name"], table["value"], strict=True)

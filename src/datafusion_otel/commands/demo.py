@@ -1,31 +1,43 @@
-"""``datafusion-otel demo``: the 22 TPC-H queries as tracked runs, written to the run store."""
+"""``datafusion-otel demo``: the 22 TPC-H queries as tracked runs, traced by the instrumentor.
+
+Each query runs inside `datafusion_otel.runs.tracked_run` through unchanged DataFusion calls
+(``ctx.sql(...).to_arrow_table()``) with `DataFusionInstrumentor` on and plan capture enabled,
+which is what a user's program gets from ``opentelemetry-instrument``: every run's trace is the
+tree run -> execution span per DataFusion execution -> one span per physical operator. Rows go
+to the run store; spans also go over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import pyarrow as pa
 from datafusion import SessionContext
 
 from datafusion_otel import tpch
-from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.cache_state import record_cache_state
 from datafusion_otel.commands.render import print_json, print_table
+from datafusion_otel.config import Telemetry
+from datafusion_otel.export import resolve_otlp_settings
+from datafusion_otel.instrumentation import DataFusionInstrumentor
 from datafusion_otel.runs import tracked_run
 from datafusion_otel.store import ParquetSink, RunStore
 
-__all__ = ["demo", "execute_sql"]
+__all__ = ["command_prefix", "demo", "execute_sql"]
 
 _QUERY_STARTS = ("select", "with")
+_FLUSH_TIMEOUT_S = 30.0
 
 
 def execute_sql(ctx: SessionContext, sql: str) -> pa.Table:
-    """Run one statement with the default plan-artifact capture and return its result."""
-    return sql_to_datafusion(sql, ctx=ctx).to_arrow_table()
+    """Run one statement with plain DataFusion calls (traced by the instrumentor when on)."""
+    return ctx.sql(sql).to_arrow_table()
 
 
 def _run_query(ctx: SessionContext, number: int) -> pa.Table:
@@ -50,7 +62,68 @@ def _selected(spec: str | None) -> list[int]:
     return numbers
 
 
-def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], object]) -> int:
+def command_prefix(cwd: Path | None = None) -> str:
+    """Return how to call the command from ``cwd``: ``uv run datafusion-otel`` in its repository.
+
+    Args:
+        cwd: The folder the user is in (default: the current directory).
+
+    Returns:
+        ``"uv run datafusion-otel"`` inside a checkout of this project (a ``pyproject.toml``
+        naming it, in ``cwd`` or a parent), else ``"datafusion-otel"``.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        project = folder / "pyproject.toml"
+        if project.is_file():
+            try:
+                text = project.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                return "datafusion-otel"
+            ours = 'name = "datafusion-otel"' in text
+            return "uv run datafusion-otel" if ours else "datafusion-otel"
+    return "datafusion-otel"
+
+
+def _instrument(telemetry: Telemetry) -> bool:
+    """Turn the instrumentor on with plan capture; False when the program had it on already."""
+    instrumentor = DataFusionInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        return False
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, capture_plan_artifacts=True, auto_run=False
+    )
+    return True
+
+
+def _delivery_summary(telemetry: Telemetry, log: TextIO) -> bool:
+    """Print what reached the OTLP endpoint; return False when spans were lost."""
+    settings = resolve_otlp_settings()
+    if settings is None or not telemetry.exporters:
+        return True
+    flushed = telemetry.force_flush(_FLUSH_TIMEOUT_S)
+    stats = telemetry.delivery_stats()
+    exported = sum(s.exported for s in stats.exporters.values())
+    lost = sum(s.failed + s.dropped + s.pending for s in stats.exporters.values())
+    print(f"exported {exported} spans to {settings.endpoint}, {lost} failed", file=log)
+    if lost or not flushed:
+        print(
+            f"WARNING: {lost} spans did not reach {settings.endpoint} "
+            "(is the collector or backend running?)",
+            file=log,
+        )
+        return False
+    return True
+
+
+def _trace_link(run_id: str) -> str:
+    template = os.environ.get("DATAFUSION_OTEL_TRACE_URL", "").strip()
+    if not template or "{run_id}" not in template:
+        return ""
+    return "  " + template.replace("{run_id}", run_id)
+
+
+def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], Telemetry]) -> int:
     """Generate TPC-H data, run the queries as tracked runs, print a summary.
 
     Args:
@@ -59,7 +132,7 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
             OpenTelemetry; exports over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set).
 
     Returns:
-        0 when every query completed, 1 otherwise.
+        0 when every query completed and every span was delivered, 1 otherwise.
     """
     numbers = _selected(args.queries)
     log = sys.stderr if args.json else sys.stdout
@@ -70,36 +143,16 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
     tpch.generate(args.scale, data_dir)
     ctx = SessionContext()
     tpch.register_tables(ctx, data_dir)
-    configure_telemetry(sink)
+    telemetry = configure_telemetry(sink)
+    instrumented = _instrument(telemetry)
     summary: list[dict[str, object]] = []
     try:
         for index, number in enumerate(numbers, start=1):
-            label = f"tpch-q{number:02d}"
-            started = time.perf_counter()
-            run_id, status, rows = "", "completed", None
-            try:
-                meta = {"query": f"q{number}", "scale_factor": args.scale}
-                with tracked_run(label=label, sink=sink, metadata=meta) as run:
-                    run_id = run.run_id
-                    record_cache_state(ctx, run=run)
-                    table = _run_query(ctx, number)
-                    rows = table.num_rows
-                    run.metadata["output_rows"] = rows
-            except Exception as exc:  # a failing query is part of the demo's output
-                status = f"failed: {type(exc).__name__}"
-            elapsed = (time.perf_counter() - started) * 1000
-            shown = "-" if rows is None else rows
-            print(
-                f"[{index:2d}/{len(numbers)}] {label}  {status:<10} {elapsed:8.1f} ms"
-                f"  {shown} rows",
-                file=log,
-                flush=True,
-            )
-            summary.append(
-                {"label": label, "run_id": run_id, "status": status, "rows": rows,
-                 "duration_ms": round(elapsed, 1)}
-            )  # fmt: skip
+            summary.append(_one_run(ctx, sink, args, number, f"[{index:2d}/{len(numbers)}]", log))
     finally:
+        if instrumented:
+            DataFusionInstrumentor().uninstrument()
+        delivered = _delivery_summary(telemetry, log)
         sink.close()
     failed = sum(1 for item in summary if item["status"] != "completed")
     if args.json:
@@ -109,5 +162,41 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
         print_table(RunStore(sink.path).stats_by_label().to_pylist(),
                     ["label", "count", "error_rate", "p50_ms", "p95_ms", "p99_ms"])  # fmt: skip
         print(f"\n{len(summary) - failed}/{len(summary)} queries completed; store: {sink.path}")
-        print("browse it: datafusion-otel runs | show RUN_ID | stats | sql 'SELECT ...'")
-    return 0 if failed == 0 else 1
+        prefix = command_prefix()
+        store = "" if args.store is None else f" --store {sink.path}"
+        print(f"browse it: {prefix} runs{store} | {prefix} show RUN_ID{store} | "
+              f"{prefix} stats{store}")  # fmt: skip
+    return 0 if failed == 0 and delivered else 1
+
+
+def _one_run(
+    ctx: SessionContext,
+    sink: ParquetSink,
+    args: argparse.Namespace,
+    number: int,
+    position: str,
+    log: TextIO,
+) -> dict[str, object]:
+    label = f"tpch-q{number:02d}"
+    started = time.perf_counter()
+    run_id, status, rows = "", "completed", None
+    try:
+        meta = {"query": f"q{number}", "scale_factor": args.scale}
+        with tracked_run(label=label, sink=sink, metadata=meta) as run:
+            run_id = run.run_id
+            record_cache_state(ctx, run=run)
+            table = _run_query(ctx, number)
+            rows = table.num_rows
+            run.metadata["output_rows"] = rows
+    except Exception as exc:  # a failing query is part of the demo's output
+        status = f"failed: {type(exc).__name__}"
+    elapsed = (time.perf_counter() - started) * 1000
+    shown = "-" if rows is None else rows
+    print(
+        f"{position} {label}  {run_id}  {status:<10} {elapsed:8.1f} ms  {shown} rows"
+        f"{_trace_link(run_id)}",
+        file=log,
+        flush=True,
+    )
+    return {"label": label, "run_id": run_id, "status": status, "rows": rows,
+            "duration_ms": round(elapsed, 1)}  # fmt: skip
