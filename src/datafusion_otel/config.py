@@ -77,11 +77,20 @@ def _record_unsampled(provider: TracerProvider, sampler: Sampler | float | None 
 
 
 def tracer_for(provider: TracerProvider) -> trace.Tracer:
-    """Return the package's tracer of ``provider`` (created once per provider)."""
+    """Return the package's tracer of ``provider``, whose sampler records what it drops.
+
+    An SDK tracer copies the provider's sampler when it is created: the provider's sampler is
+    wrapped (`processor_for`) before the tracer is made, and the tracer is made again when the
+    provider's sampler changed since, so that no path (a bridge query, the instrumentor's
+    first query) can leave the package with a tracer holding the unwrapped sampler.
+    """
     tracer = _tracers.get(provider)
-    if tracer is None:
-        tracer = provider.get_tracer(attr.TRACER_NAME)
-        _tracers[provider] = tracer
+    if tracer is None or getattr(tracer, "sampler", None) is not provider.sampler:
+        with _lock:
+            processor_for(provider)
+            _record_unsampled(provider)  # the application may have replaced the sampler
+            tracer = provider.get_tracer(attr.TRACER_NAME)
+            _tracers[provider] = tracer
     return tracer
 
 
@@ -115,6 +124,9 @@ def resolve_provider() -> TracerProvider:
         return configured
     global_provider = trace.get_tracer_provider()
     if isinstance(global_provider, TracerProvider):
+        if not isinstance(global_provider.sampler, LocalRecordingSampler):
+            processor_for(global_provider)  # wrap the sampler before anyone makes a tracer
+            _record_unsampled(global_provider)
         return global_provider
     with _lock:
         fallback = _state["fallback"]
