@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 
@@ -65,6 +66,10 @@ _processors: weakref.WeakKeyDictionary[TracerProvider, DiagnosticsSpanProcessor]
 )
 # Providers whose export path datafusion-otel knows: True if it attached an exporter.
 _exports: weakref.WeakKeyDictionary[TracerProvider, bool] = weakref.WeakKeyDictionary()
+# The export processors `configure` attached, per provider, keyed by what they export to.
+_exporters: weakref.WeakKeyDictionary[TracerProvider, dict[object, ExportSpanProcessor]] = (
+    weakref.WeakKeyDictionary()
+)
 _state: dict[str, TracerProvider | None] = {"configured": None, "fallback": None}
 
 
@@ -176,6 +181,11 @@ def configure(
     argument (the environment variables are assumed to be served by whoever set that provider
     up), and ``service_name`` is ignored (the provider's resource stays).
 
+    Calling it again is safe: an endpoint (protocol and URL) or exporter object the provider
+    already exports to through an earlier call is reused, never attached twice; a different
+    endpoint adds a second exporter, with a warning. Call `force_flush` before the program
+    exits or reads a backend.
+
     Args:
         tracer_provider: SDK provider to attach to.
         sink: Receives the diagnostics rows of every run.
@@ -248,41 +258,79 @@ def configure(
         elif sink is not None:
             processor.replace_sink(sink)  # one diagnostics processor per provider
 
-        exporters: list[tuple[str, SpanExporter]] = []
-        if settings is not None:
-            exporters.append(("otlp", build_span_exporter(settings)))
+        wanted: list[tuple[object, str, SpanExporter | None]] = []
+        if settings is not None:  # an OTLP endpoint is known by its protocol and URL
+            wanted.append(((settings.protocol, settings.endpoint), "otlp", None))
         for index, exporter in enumerate(span_exporters):
-            exporters.append((f"{type(exporter).__name__}#{index}", exporter))
-        processors = tuple(
-            ExportSpanProcessor(
-                exporter,
+            wanted.append((exporter, f"{type(exporter).__name__}#{index}", exporter))
+        attached = _exporters.setdefault(provider, {})
+        processors: list[ExportSpanProcessor] = []
+        fresh = False
+        for key, default_name, given in wanted:
+            existing = attached.get(key)
+            if existing is not None:  # the same endpoint or exporter again: never twice
+                processors.append(existing)
+                continue
+            name = default_name
+            chosen: SpanExporter | None = given
+            if chosen is None and settings is not None:
+                otlp = sum(isinstance(k, tuple) for k in attached)
+                if otlp:
+                    _LOG.warning(
+                        "configure(): adding OTLP exporter #%d (%s); spans are exported to "
+                        "every endpoint configured so far",
+                        otlp + 1,
+                        settings.endpoint,
+                    )
+                    name = f"otlp#{otlp + 1}"
+                chosen = build_span_exporter(settings)
+            if chosen is None:  # pragma: no cover - wanted holds an exporter or settings
+                continue
+            export_processor = ExportSpanProcessor(
+                chosen,
                 name=name,
                 max_queue_size=options.max_queue_size,
                 max_export_batch_size=options.max_export_batch_size,
                 schedule_delay=options.schedule_delay,
                 exit_timeout=options.exit_timeout,
             )
-            for name, exporter in exporters
-        )
-        for export_processor in processors:
             provider.add_span_processor(export_processor)
+            attached[key] = export_processor
+            processors.append(export_processor)
+            fresh = True
         if owns:
             _exports[provider] = bool(processors)
         _state["configured"] = provider
-        telemetry = Telemetry(provider, processor, processors, owns)
-        if processors:
+        telemetry = Telemetry(provider, processor, tuple(processors), owns)
+        if fresh:
             atexit.register(telemetry._shutdown_at_exit)
         return telemetry
 
 
+def _export_processors() -> list[ExportSpanProcessor]:
+    """Every export processor `configure` attached, on any provider still alive."""
+    with _lock:
+        return [p for attached in list(_exporters.values()) for p in attached.values()]
+
+
 def force_flush(timeout: float = 30.0) -> bool:
-    """Wait at most ``timeout`` seconds until every queued diagnostics row reached its sink.
+    """Flush everything the package set up: the one call to make before the program exits.
+
+    Waits at most ``timeout`` seconds in total until execution spans recorded off the query
+    path exist, every span queued for the exporters `configure` attached is exported, and
+    every queued diagnostics row reached its sink.
 
     Returns:
-        False if rows are pending, or were dropped or failed since the last flush.
+        False if anything is still pending at the deadline, or was dropped or failed since the
+        last flush.
     """
+    deadline = time.monotonic() + max(timeout, 0.0)
     _deferred.flush()  # execution spans recorded off the query path, and their rows
-    return dispatcher.force_flush(timeout)
+    ok = True
+    for export_processor in _export_processors():
+        remaining = max(deadline - time.monotonic(), 0.0)
+        ok = export_processor.force_flush(int(remaining * 1000)) and ok
+    return dispatcher.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
 
 
 def reset() -> None:

@@ -23,7 +23,7 @@ from datafusion_otel import _routing
 from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
-from datafusion_otel._delivery import dispatcher
+from datafusion_otel._delivery import describe_exception, dispatcher
 from datafusion_otel._errors import error_text, record_exception, run_policy
 from datafusion_otel._span_rows import RunRecord, forget_run, register_run
 from datafusion_otel.config import exports_from, processor_for, resolve_provider, tracer_for
@@ -336,12 +336,12 @@ def _end_span(run: DataFusionRun, span: trace.Span, snap: dict[str, object], end
             span.set_status(Status(StatusCode.ERROR, str(message) if message else None))
         else:
             span.set_status(Status(StatusCode.OK))
-    except Exception:  # never raise into the user's program from our bookkeeping
-        _LOG.exception("could not annotate the span of run %s", run.run_id)
+    except Exception as exc:  # never raise into the user's program from our bookkeeping
+        _LOG.error("could not annotate the span of run %s: %s", run.run_id, describe_exception(exc))
     try:
         span.end(end_time=end_ns)
-    except Exception:
-        _LOG.exception("could not end the span of run %s", run.run_id)
+    except Exception as exc:
+        _LOG.error("could not end the span of run %s: %s", run.run_id, describe_exception(exc))
     finally:
         forget_run(span)
 
@@ -393,10 +393,12 @@ def _fail(run: DataFusionRun, exc: BaseException) -> None:
         errors = meta.error_metadata(
             run.metadata, type(exc).__qualname__, error_text(str(exc), policy)
         )
-    except Exception:  # str(exc) may raise, for one: the run still fails, without a message
-        _LOG.exception("could not describe the exception of run %s", run.run_id)
+    except Exception as error:  # str(exc) may raise: the run still fails, without a message
+        _LOG.error(
+            "could not describe the exception of run %s: %s", run.run_id, describe_exception(error)
+        )
         errors = meta.error_metadata(run.metadata, type(exc).__qualname__, "")
     try:
         finish_run(run, status="failed", metadata=errors)
-    except Exception:
-        _LOG.exception("could not finish run %s", run.run_id)
+    except Exception as error:
+        _LOG.error("could not finish run %s: %s", run.run_id, describe_exception(error))
