@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 
 import datafusion_otel
-from datafusion_otel import DiagnosticsCollector, tracked_run
+from datafusion_otel import tracked_run
 from datafusion_otel._delivery import SinkDispatcher, dispatcher
 from datafusion_otel.export import BatchOptions
 from listeners import ReceiverProcess
