@@ -8,17 +8,14 @@ full queue drops the record and counts it, so a blocked sink cannot make memory 
 bound. A sink that raises is logged once per (sink, record name), with the exception's type and
 traceback frames but never its message (it may quote row values), and counted.
 
-Exit is bounded: everything the package waits for at interpreter exit (this queue, ParquetSink
-writers, span exporters) shares one budget, `exit_remaining`, of ``DATAFUSION_OTEL_EXIT_TIMEOUT``
-seconds in total (default 5), started by the first exit-time wait.
+At interpreter exit the queue is flushed within what is left of the package's one exit budget
+(`datafusion_otel._exit`).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
-import os
 import threading
 import time
 import traceback
@@ -26,90 +23,23 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from datafusion_otel._exit import env_float, exit_remaining
 from datafusion_otel.diagnostics import DiagnosticsSink
 
 __all__ = [
     "DeliveryStats",
     "FlushMark",
     "SinkDispatcher",
-    "bounded_at_exit",
     "describe_exception",
     "dispatcher",
-    "exit_ceiling",
-    "exit_remaining",
-    "exiting",
 ]
 
 _LOG = logging.getLogger("datafusion_otel.delivery")
 _SLOW_INLINE_SECONDS = 0.05
-_DEFAULT_EXIT_SECONDS = 5.0
+_DEFAULT_EXIT_SECONDS = 5.0  # SinkDispatcher.shutdown's default
 _DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 _ROW_OVERHEAD_BYTES = 64
 _VALUE_OVERHEAD_BYTES = 16
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        _LOG.warning("%s=%r is not a number; using %s", name, raw, default)
-        return default
-    if value < 0:
-        _LOG.warning("%s=%r is negative; using %s", name, raw, default)
-        return default
-    return value
-
-
-def exit_ceiling() -> float:
-    """Seconds the package may spend, in total, waiting at interpreter exit.
-
-    ``DATAFUSION_OTEL_EXIT_TIMEOUT`` (seconds, default 5).
-    """
-    return _env_float("DATAFUSION_OTEL_EXIT_TIMEOUT", _DEFAULT_EXIT_SECONDS)
-
-
-class _ExitClock:
-    """When the interpreter began to exit, and when the package's first exit-time wait began."""
-
-    def __init__(self) -> None:
-        self.exiting = False
-        self.started: float | None = None
-        self.lock = threading.Lock()
-
-
-_exit = _ExitClock()
-
-
-def _mark_exiting() -> None:
-    _exit.exiting = True
-
-
-def exiting() -> bool:
-    """True once the interpreter began to exit (the main thread has finished)."""
-    return _exit.exiting
-
-
-def exit_remaining() -> float:
-    """Seconds left of the exit budget (`exit_ceiling`); the first call starts the clock.
-
-    Every wait the package makes at exit takes at most this long, so stuck sinks and exporters
-    delay exit by at most `exit_ceiling` seconds in total, however many there are.
-    """
-    now = time.monotonic()
-    with _exit.lock:
-        _exit.exiting = True
-        if _exit.started is None:
-            _exit.started = now
-        started = _exit.started
-    return max(started + exit_ceiling() - now, 0.0)
-
-
-def bounded_at_exit(timeout: float) -> float:
-    """``timeout``, cut to what is left of the exit budget once the interpreter is exiting."""
-    return min(timeout, exit_remaining()) if exiting() else timeout
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -177,7 +107,7 @@ class SinkDispatcher:
     def __init__(self, *, max_queue: int = 100_000, max_queue_bytes: int | None = None) -> None:
         self._max_queue = max_queue
         self._max_bytes = (
-            int(_env_float("DATAFUSION_OTEL_QUEUE_BYTES", _DEFAULT_QUEUE_BYTES))
+            int(env_float("DATAFUSION_OTEL_QUEUE_BYTES", _DEFAULT_QUEUE_BYTES))
             if max_queue_bytes is None
             else max_queue_bytes
         )
@@ -358,8 +288,3 @@ dispatcher = SinkDispatcher()
 @atexit.register
 def _flush_at_exit() -> None:  # pragma: no cover - exercised in subprocess tests
     dispatcher.force_flush(exit_remaining(), mark=FlushMark())
-
-
-# mark the start of exit before the atexit handlers (the SDK's provider shutdown) run
-with contextlib.suppress(AttributeError, RuntimeError):  # pragma: no cover - other interpreters
-    threading._register_atexit(_mark_exiting)  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from datafusion_otel._delivery import bounded_at_exit
+from datafusion_otel._exit import bounded_at_exit
 
 __all__ = ["ExportSpanProcessor", "ExporterStats"]
 

@@ -17,12 +17,8 @@ from opentelemetry.trace import format_trace_id
 
 from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
-from datafusion_otel._delivery import (
-    DeliveryStats,
-    bounded_at_exit,
-    describe_exception,
-    dispatcher,
-)
+from datafusion_otel._delivery import DeliveryStats, describe_exception, dispatcher
+from datafusion_otel._exit import bounded_at_exit
 from datafusion_otel._payloads import PayloadEvent
 from datafusion_otel._span_rows import event_rows, root_run_id, run_row
 from datafusion_otel.diagnostics import DiagnosticsSink

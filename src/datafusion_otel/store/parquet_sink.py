@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafusion_otel._coerce import coerce_rows
-from datafusion_otel._delivery import FlushMark, dispatcher, exit_remaining
+from datafusion_otel._delivery import FlushMark, dispatcher
+from datafusion_otel._exit import exit_remaining
 from datafusion_otel._run_metadata import snapshot_text
 from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._layout import (
