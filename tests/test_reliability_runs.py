@@ -134,6 +134,36 @@ class TestApplicationLimits:
         (span,) = [s for s in exporter.get_finished_spans() if s.parent is None]
         assert len(str((span.attributes or {})["datafusion.run.metadata"])) == 2048
 
+    @pytest.mark.parametrize("limit", ["2048", "40"])
+    def test_env_value_length_limit(self, monkeypatch: pytest.MonkeyPatch, limit: str) -> None:
+        monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", limit)
+        provider = TracerProvider()  # reads the limit from the environment, as apps do
+        datafusion_otel.configure(tracer_provider=provider)
+        sink = DiagnosticsCollector()
+        with tracked_run(label="env-limit", sink=sink, metadata={"big": "z" * 4000}) as run:
+            pass
+        metadata = json.loads(str(_row_of(sink, run.run_id)["metadata"]))
+        assert metadata["big"] == "z" * 4000
+
+    def test_auto_run_with_cut_metadata_keeps_its_row(self) -> None:
+        provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=40))
+        sink = DiagnosticsCollector()
+        datafusion_otel.configure(tracer_provider=provider, sink=sink)
+        instrumentor = DataFusionInstrumentor()
+        instrumentor.instrument(auto_run=True)
+        try:
+            ctx = SessionContext()
+            ctx.from_pydict({"s": ["abc", "1"]}, name="t")
+            with pytest.raises(Exception, match="Cannot cast"):
+                ctx.sql("SELECT CAST(s AS INT) AS x FROM t").collect()
+        finally:
+            instrumentor.uninstrument()
+        (row,) = _rows(sink)
+        assert row["status"] == "failed"
+        metadata = json.loads(str(row["metadata"]))
+        assert metadata[NOTES]
+        assert metadata["error_type"] == "Exception"
+
     def test_attribute_count_limit_evicting_run_attributes(self) -> None:
         provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=2))
         datafusion_otel.configure(tracer_provider=provider)

@@ -134,7 +134,13 @@ def _record_from_attributes(span: ReadableSpan) -> RunRecord:
             loaded = json.loads(metadata)
         except ValueError:
             loaded = None
-        parsed = loaded if isinstance(loaded, dict) else {meta.NOTES: [_CUT_NOTE]}
+        if isinstance(loaded, dict):
+            parsed = loaded
+        else:  # cut by the application's span limits: keep what the short attributes say
+            parsed = {meta.NOTES: [_CUT_NOTE]}
+            error_type = attrs.get(attr.ERROR_TYPE)
+            if isinstance(error_type, str):
+                parsed[meta.ERROR_TYPE] = error_type
     elif attr.DATAFUSION_METHOD in attrs:  # an auto run: one instrumented execution
         parsed = json.loads(_AUTO_RUN_METADATA)
     else:
