@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import datafusion_otel
 from datafusion_otel import tracked_run
@@ -62,6 +63,16 @@ class TestConfigureTwice:
         assert datafusion_otel.force_flush(10) is True
         spans = [s for s in receiver.spans() if s["trace_id"] == run.run_id]
         assert len(spans) == 1
+
+    def test_same_exporter_object_is_attached_once(self, handles: Handles) -> None:
+        exporter = InMemorySpanExporter()
+        handles.add(datafusion_otel.configure(span_exporters=[exporter]))
+        handles.add(datafusion_otel.configure(span_exporters=[exporter]))
+        with tracked_run(label="object-once") as run:
+            pass
+        assert datafusion_otel.force_flush(10) is True
+        ids = [s.context.trace_id for s in exporter.get_finished_spans()]
+        assert ids.count(int(run.run_id, 16)) == 1
 
     def test_other_endpoint_adds_an_exporter_with_a_warning(
         self, handles: Handles, receiver: ReceiverProcess, caplog: pytest.LogCaptureFixture

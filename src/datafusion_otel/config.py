@@ -67,9 +67,9 @@ _processors: weakref.WeakKeyDictionary[TracerProvider, DiagnosticsSpanProcessor]
 # Providers whose export path datafusion-otel knows: True if it attached an exporter.
 _exports: weakref.WeakKeyDictionary[TracerProvider, bool] = weakref.WeakKeyDictionary()
 # The export processors `configure` attached, per provider, keyed by what they export to.
-_exporters: weakref.WeakKeyDictionary[TracerProvider, dict[object, ExportSpanProcessor]] = (
-    weakref.WeakKeyDictionary()
-)
+_exporters: weakref.WeakKeyDictionary[
+    TracerProvider, dict[tuple[str, ...], ExportSpanProcessor]
+] = weakref.WeakKeyDictionary()
 _state: dict[str, TracerProvider | None] = {"configured": None, "fallback": None}
 
 
@@ -258,11 +258,13 @@ def configure(
         elif sink is not None:
             processor.replace_sink(sink)  # one diagnostics processor per provider
 
-        wanted: list[tuple[object, str, SpanExporter | None]] = []
+        wanted: list[tuple[tuple[str, ...], str, SpanExporter | None]] = []
         if settings is not None:  # an OTLP endpoint is known by its protocol and URL
-            wanted.append(((settings.protocol, settings.endpoint), "otlp", None))
-        for index, exporter in enumerate(span_exporters):
-            wanted.append((exporter, f"{type(exporter).__name__}#{index}", exporter))
+            wanted.append((("otlp", settings.protocol, settings.endpoint), "otlp", None))
+        for index, exporter in enumerate(span_exporters):  # kept alive by its processor
+            wanted.append(
+                (("exporter", str(id(exporter))), f"{type(exporter).__name__}#{index}", exporter)
+            )
         attached = _exporters.setdefault(provider, {})
         processors: list[ExportSpanProcessor] = []
         fresh = False
@@ -274,7 +276,7 @@ def configure(
             name = default_name
             chosen: SpanExporter | None = given
             if chosen is None and settings is not None:
-                otlp = sum(isinstance(k, tuple) for k in attached)
+                otlp = sum(k[0] == "otlp" for k in attached)
                 if otlp:
                     _LOG.warning(
                         "configure(): adding OTLP exporter #%d (%s); spans are exported to "
@@ -301,7 +303,8 @@ def configure(
         if owns:
             _exports[provider] = bool(processors)
         _state["configured"] = provider
-        telemetry = Telemetry(provider, processor, tuple(processors), owns)
+        # the handle covers every exporter configured on this provider, earlier calls' too
+        telemetry = Telemetry(provider, processor, tuple(attached.values()), owns)
         if fresh:
             atexit.register(telemetry._shutdown_at_exit)
         return telemetry
