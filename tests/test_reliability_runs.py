@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from datafusion import SessionContext
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -172,6 +172,28 @@ class TestApplicationLimits:
             trace.get_current_span().set_attribute("app.extra", 1)
         row = _row_of(sink, run.run_id)
         assert row["label"] == "few-attributes"
+        assert json.loads(str(row["metadata"]))["a"] == 1
+
+
+class _RaisingProcessor(SpanProcessor):
+    """An application processor whose on_end raises (the SDK does not catch it)."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("application processor failed")
+
+
+class TestApplicationProcessors:
+    """An application processor raising before ours costs no run row and no exception."""
+
+    def test_raising_processor_first(self) -> None:
+        provider = TracerProvider()
+        provider.add_span_processor(_RaisingProcessor())
+        datafusion_otel.configure(tracer_provider=provider)
+        sink = DiagnosticsCollector()
+        with tracked_run(label="after-a-raising-processor", sink=sink, metadata={"a": 1}) as run:
+            _ctx().sql("SELECT 1").collect()
+        assert run.status == "completed"
+        row = _row_of(sink, run.run_id)
         assert json.loads(str(row["metadata"]))["a"] == 1
 
 

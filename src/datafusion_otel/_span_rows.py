@@ -46,12 +46,16 @@ class RunRecord:
         label: The run's label.
         status: ``"running"``, ``"completed"`` or ``"failed"``.
         metadata_json: The row's metadata JSON text.
+        seen: Set when a diagnostics processor turned the ended span into rows; if an
+            application processor raised in ``span.end()`` before ours ran, the run's own
+            code hands the span to the processor instead.
     """
 
     run_id: str
     label: str
     status: str
     metadata_json: str
+    seen: bool = False
 
 
 _records: dict[tuple[int, int], RunRecord] = {}
@@ -71,12 +75,13 @@ def register_run(span: object, record: RunRecord) -> None:
             _records[key] = record
 
 
-def forget_run(span: object) -> None:
-    """Drop the record of ``span`` (call after ``span.end()``: processors have read it)."""
+def forget_run(span: object) -> RunRecord | None:
+    """Drop and return the record of ``span`` (call after ``span.end()``)."""
     key = _key(span)  # type: ignore[arg-type]
-    if key is not None:
-        with _records_lock:
-            _records.pop(key, None)
+    if key is None:
+        return None
+    with _records_lock:
+        return _records.pop(key, None)
 
 
 def _record(span: ReadableSpan) -> RunRecord | None:
@@ -87,11 +92,16 @@ def _record(span: ReadableSpan) -> RunRecord | None:
 
 
 def root_run_id(span: ReadableSpan) -> str | None:
-    """Return the run id if ``span`` is the root span of a run, else None."""
+    """Return the run id if ``span`` is the root span of a run, else None.
+
+    A `RunRecord` read here is marked seen (the processor calls this for every span).
+    """
     if span.parent is not None:
         return None
     record = _record(span)
     if record is not None:
+        if span.end_time is not None:
+            record.seen = True
         return record.run_id
     attributes = getattr(span, "_attributes", None)  # the SDK's own, not a proxy copy
     if attributes is None:

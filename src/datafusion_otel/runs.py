@@ -17,6 +17,7 @@ from typing import Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode, format_trace_id
 
 from datafusion_otel import _routing
@@ -86,6 +87,7 @@ class DataFusionRun:
     )
     _previous_context: otel_context.Context | None = field(default=None, repr=False, compare=False)
     _exported: bool | None = field(default=None, repr=False, compare=False)
+    _owner: SpanProcessor | None = field(default=None, repr=False, compare=False)
     _metadata_json: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -201,6 +203,7 @@ def start_run(
         _span=span,
         _sink=sink,
         _exported=bool(exported),
+        _owner=owner,
     )
     started_json = meta.to_text(run._snapshot())
     span.set_attribute(attr.RUN_METADATA, started_json)  # a preview: the row reads the record
@@ -340,10 +343,16 @@ def _end_span(run: DataFusionRun, span: trace.Span, snap: dict[str, object], end
         _LOG.error("could not annotate the span of run %s: %s", run.run_id, describe_exception(exc))
     try:
         span.end(end_time=end_ns)
-    except Exception as exc:
+    except Exception as exc:  # an application processor raised before ours could run
         _LOG.error("could not end the span of run %s: %s", run.run_id, describe_exception(exc))
     finally:
-        forget_run(span)
+        record = forget_run(span)
+        if record is not None and not record.seen and run._owner is not None:
+            register_run(span, record)  # the row, read by the processor once more
+            try:
+                run._owner.on_end(span)  # type: ignore[arg-type]  # an ended SDK span
+            finally:
+                forget_run(span)
 
 
 @contextmanager
