@@ -205,7 +205,8 @@ def start_run(
         _exported=bool(exported),
         _owner=owner,
     )
-    started_json = meta.to_text(run._snapshot())
+    started = meta.snapshot(user_meta)  # the user's, copied now
+    started_json = meta.to_text({**started, meta.EXPORTED: run._exported})
     span.set_attribute(attr.RUN_METADATA, started_json)  # a preview: the row reads the record
     register_run(span, RunRecord(run_id, label, "running", started_json))
     if sink is not None:
@@ -218,7 +219,7 @@ def start_run(
                 "label": label,
                 "start_time_unix_ms": run.start_time_unix_ms,
                 "status": "running",
-                "metadata": meta.snapshot(user_meta),  # the user's, copied now
+                "metadata": started,
             },
         )
     run._previous_context = otel_context.get_current()
