@@ -198,7 +198,7 @@ class TestSampledAutoRuns:
             instrumentor.uninstrument()
         (row,) = sink.events_snapshot()["datafusion_runs_v1"]
         metadata = json.loads(row["metadata"])
-        assert metadata == {"auto_run": True, "exported": False}
+        assert metadata == {"datafusion_otel.auto_run": True, "datafusion_otel.exported": False}
         assert row["label"] == "SELECT users"
 
 

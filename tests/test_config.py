@@ -31,7 +31,10 @@ class TestConfigure:
         assert span.attributes["datafusion.run.id"] == run.run_id
         assert span.attributes["datafusion.run.label"] == "user-provider"
         assert span.attributes["datafusion.run.status"] == "completed"
-        assert json.loads(span.attributes["datafusion.run.metadata"]) == {"n": 1}
+        assert json.loads(span.attributes["datafusion.run.metadata"]) == {
+            "n": 1,
+            "datafusion_otel.exported": True,
+        }
         assert span.instrumentation_scope.name == "datafusion_otel"
         (row,) = sink.events_snapshot()["datafusion_runs_v1"]
         assert row["run_id"] == run.run_id

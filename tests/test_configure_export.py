@@ -224,7 +224,10 @@ class TestSampling:
         assert memory.get_finished_spans() == ()
         rows = _rows(sink)
         assert set(rows) == set(ids)
-        assert all(json.loads(str(r["metadata"]))["exported"] is False for r in rows.values())
+        assert all(
+            json.loads(str(r["metadata"]))["datafusion_otel.exported"] is False
+            for r in rows.values()
+        )
 
     def test_ratio_sampling_marks_exactly_the_exported_runs(self, handles: Handles) -> None:
         memory = InMemorySpanExporter()
@@ -238,7 +241,11 @@ class TestSampling:
         assert 40 < len(exported) < 160
         rows = _rows(sink)
         assert set(rows) == set(ids)
-        marked = {rid for rid, r in rows.items() if json.loads(str(r["metadata"]))["exported"]}
+        marked = {
+            rid
+            for rid, r in rows.items()
+            if json.loads(str(r["metadata"]))["datafusion_otel.exported"]
+        }
         assert marked == exported
         for span in memory.get_finished_spans():
             assert span.attributes is not None
@@ -262,7 +269,10 @@ class TestSampling:
         handles.add(datafusion_otel.configure(sink=sink))
         _query_runs(2)
         rows = _rows(sink)
-        assert all(json.loads(str(r["metadata"]))["exported"] is False for r in rows.values())
+        assert all(
+            json.loads(str(r["metadata"]))["datafusion_otel.exported"] is False
+            for r in rows.values()
+        )
 
 
 def test_no_connection_is_opened_without_an_endpoint(handles: Handles) -> None:

@@ -77,7 +77,7 @@ class TestDesignDocumentExamples:
         assert row["run_id"] == run.run_id
         assert row["label"] == "query_execution"
         # the row's metadata adds whether the sampler selected the run for export
-        assert json.loads(row["metadata"]) == {"user": "admin", "exported": False}
+        assert json.loads(row["metadata"]) == {"user": "admin", "datafusion_otel.exported": False}
 
     def test_tracked_run_around_a_query(self):
         ctx = SessionContext()

@@ -101,7 +101,7 @@ def test_path_outside_a_run_is_its_own_run(traced: Traced, tmp_path: Path, metho
     assert attr.RUN_STATUS not in span.attributes  # derived: "completed" unless it failed
     row = run_row(span)
     assert (row["label"], row["status"]) == ("SELECT t", "completed")
-    assert json.loads(str(row["metadata"]))["auto_run"] is True
+    assert json.loads(str(row["metadata"]))["datafusion_otel.auto_run"] is True
     assert len(traced.spans()) == 1  # no second span from internal nesting
 
 

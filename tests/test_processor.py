@@ -109,7 +109,7 @@ class TestFailingSinks:
         for name in names:
             (record,) = [r for r in records if name in r.getMessage()]
             assert sink_type.__name__ in record.getMessage()
-            assert record.exc_info is not None
+            assert "RuntimeError" in record.getMessage()  # type and frames, no message
         # the failure was reported by that flush; later clean deliveries flush clean
         assert datafusion_otel.force_flush(timeout=5) is True
 

@@ -26,9 +26,9 @@ from datafusion_otel.runs import (
 
 
 def _user_metadata(row: dict) -> dict:
-    """The row's metadata without ``exported``, which the processor adds (a bool)."""
+    """The row's metadata without ``datafusion_otel.exported``, which the package adds."""
     metadata = json.loads(row["metadata"])
-    assert isinstance(metadata.pop("exported"), bool)
+    assert isinstance(metadata.pop("datafusion_otel.exported"), bool)
     return metadata
 
 
@@ -86,7 +86,11 @@ class TestRunIdentity:
         assert set(row) == set(datafusion_otel.DATAFUSION_RUNS_V1.names)
         assert row["status"] == "completed"
         assert row["duration_ms"] == row["end_time_unix_ms"] - row["start_time_unix_ms"] >= 0
-        assert json.loads(row["metadata"]) == {"user": "admin", "rows": 3}
+        assert json.loads(row["metadata"]) == {
+            "user": "admin",
+            "rows": 3,
+            "datafusion_otel.exported": True,
+        }
         assert datafusion_otel.datafusion_runs_table([row]).num_rows == 1
 
 
@@ -123,7 +127,7 @@ class TestLifecycle:
         (row,) = _rows_of(sink, run)
         assert _user_metadata(row) == {"a": 1, "b": [1, 2]}
         span = _span_of(run, configured.exporter.get_finished_spans())
-        assert json.loads(span.attributes["datafusion.run.metadata"]) == {"a": 1, "b": [1, 2]}
+        assert span.attributes["datafusion.run.metadata"] == row["metadata"]  # the same text
 
     def test_finish_run_with_other_sink_sends_finished_artifact_there(self, configured, sink):
         other = datafusion_otel.DiagnosticsCollector()
@@ -167,17 +171,14 @@ class TestLifecycle:
         assert run.status == "completed"
         assert len(_rows_of(sink, run)) == 1
 
-    def test_finish_with_unserializable_metadata_raises_and_keeps_the_run_running(
-        self, configured, sink
-    ):
+    def test_finish_with_unserializable_metadata_finishes_with_a_note(self, configured, sink):
         run = start_run(label="bad-finish-metadata", sink=sink)
-        with pytest.raises(ValueError, match="JSON"):
-            finish_run(run, metadata={"obj": object()})
-        assert run.status == "running"
-        assert "obj" not in run.metadata
-        finish_run(run)
+        finish_run(run, metadata={"obj": object()})
         assert run.status == "completed"
-        assert len(_rows_of(sink, run)) == 1
+        (row,) = _rows_of(sink, run)
+        metadata = json.loads(row["metadata"])
+        assert metadata["obj"] is None
+        assert "object is not JSON serializable" in metadata["datafusion_otel.notes"][0]
 
     @pytest.mark.parametrize(
         ("kwargs", "error", "match"),

@@ -49,10 +49,23 @@ def _to_int(value: object, column: str) -> int:
     raise CoercionError(f"expected an integer, got {type(value).__name__}")
 
 
+def _check_int_range(value: int, kind: pa.DataType) -> int:
+    bits = kind.bit_width
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if not pa.types.is_signed_integer(kind):
+        low, high = 0, 2**bits - 1
+    if not low <= value <= high:
+        raise CoercionError(f"{value} is out of the range of {kind} [{low}, {high}]")
+    return value
+
+
 def _to_float(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CoercionError(f"expected a number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError as exc:
+        raise CoercionError("the integer is too large for a float") from exc
 
 
 def _to_bool(value: object) -> bool:
@@ -95,7 +108,7 @@ def _coerce_value(value: object, field: pa.Field) -> object:
     if value is None:
         return None
     if pa.types.is_integer(kind):
-        return _to_int(value, field.name)
+        return _check_int_range(_to_int(value, field.name), kind)
     if pa.types.is_floating(kind):
         return _to_float(value)
     if pa.types.is_boolean(kind):
@@ -145,7 +158,7 @@ def coerce_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Tabl
             value = row.get(field.name)
             try:
                 coerced = _coerce_value(value, field)
-            except CoercionError as exc:
+            except (CoercionError, OverflowError) as exc:
                 raise ValueError(f"row {index}, column {field.name!r}: {exc}") from exc
             if coerced is None and not field.nullable:
                 raise ValueError(f"row {index}, column {field.name!r}: a value is required")
@@ -171,3 +184,5 @@ def json_dumps(value: object) -> str:
         return json.dumps(value, sort_keys=True, default=_json_default, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"not JSON serializable: {exc}") from exc
+    except RecursionError as exc:
+        raise ValueError("not JSON serializable: nested too deeply") from exc

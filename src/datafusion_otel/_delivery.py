@@ -2,9 +2,14 @@
 
 Sinks that declare ``nonblocking = True`` are called on the caller's thread, always (so their
 rows are there as soon as the call returns; a call slower than 50 ms is warned about once per
-sink); every other sink is called from one background worker through a bounded queue. A full
-queue drops the record and counts it; a sink that raises is logged once per (sink, record name)
-and counted.
+sink); every other sink is called from one background worker through a queue bounded in
+records (100,000) and in estimated bytes (64 MiB by default, ``DATAFUSION_OTEL_QUEUE_BYTES``): a
+full queue drops the record and counts it, so a blocked sink cannot make memory grow without
+bound. A sink that raises is logged once per (sink, record name), with the exception's type and
+traceback frames but never its message (it may quote row values), and counted.
+
+At interpreter exit the queue is flushed within what is left of the package's one exit budget
+(`datafusion_otel._exit`).
 """
 
 from __future__ import annotations
@@ -13,17 +18,52 @@ import atexit
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from datafusion_otel._exit import env_float, exit_remaining
 from datafusion_otel.diagnostics import DiagnosticsSink
 
-__all__ = ["DeliveryStats", "FlushMark", "SinkDispatcher", "dispatcher"]
+__all__ = [
+    "DeliveryStats",
+    "FlushMark",
+    "SinkDispatcher",
+    "describe_exception",
+    "dispatcher",
+]
 
 _LOG = logging.getLogger("datafusion_otel.delivery")
 _SLOW_INLINE_SECONDS = 0.05
-_EXIT_FLUSH_SECONDS = 5.0
+_DEFAULT_EXIT_SECONDS = 5.0  # SinkDispatcher.shutdown's default
+_DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+_ROW_OVERHEAD_BYTES = 64
+_VALUE_OVERHEAD_BYTES = 16
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Return ``exc``'s type and traceback frames, without its message (may quote values)."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"{type(exc).__module__}.{type(exc).__qualname__} (message not logged)\n{frames}"
+
+
+def _estimate(value: object) -> int:
+    """A cheap, shallow estimate of the bytes a queued value holds."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value) + _VALUE_OVERHEAD_BYTES
+    if isinstance(value, Mapping):
+        total = _ROW_OVERHEAD_BYTES
+        for item in value.values():
+            if isinstance(item, (str, bytes, bytearray)):
+                total += len(item) + _VALUE_OVERHEAD_BYTES
+            elif isinstance(item, (Mapping, list, tuple)):
+                total += _VALUE_OVERHEAD_BYTES * (len(item) + 1)
+            else:
+                total += _VALUE_OVERHEAD_BYTES
+        return total
+    return _VALUE_OVERHEAD_BYTES
+
 
 _Task = Callable[[], None]
 
@@ -42,22 +82,37 @@ class DeliveryStats:
     Attributes:
         delivered: Records a sink accepted.
         failed: Records whose sink raised.
-        dropped: Records dropped because the worker queue was full or shut down.
+        dropped: Records dropped because the worker queue was full (in records or in
+            estimated bytes) or shut down.
         pending: Records waiting in the worker queue.
+        pending_bytes: Estimated bytes of the records waiting in the worker queue.
     """
 
     delivered: int
     failed: int
     dropped: int
     pending: int
+    pending_bytes: int = 0
 
 
 class SinkDispatcher:
-    """Calls sinks inline when they are non-blocking, otherwise on a worker thread."""
+    """Calls sinks inline when they are non-blocking, otherwise on a worker thread.
 
-    def __init__(self, *, max_queue: int = 100_000) -> None:
+    Args:
+        max_queue: Records the worker queue holds at most.
+        max_queue_bytes: Estimated bytes the worker queue holds at most (default:
+            ``DATAFUSION_OTEL_QUEUE_BYTES`` or 64 MiB).
+    """
+
+    def __init__(self, *, max_queue: int = 100_000, max_queue_bytes: int | None = None) -> None:
         self._max_queue = max_queue
-        self._queue: deque[tuple[DiagnosticsSink, str, _Task]] = deque()
+        self._max_bytes = (
+            int(env_float("DATAFUSION_OTEL_QUEUE_BYTES", _DEFAULT_QUEUE_BYTES))
+            if max_queue_bytes is None
+            else max_queue_bytes
+        )
+        self._bytes = 0
+        self._queue: deque[tuple[DiagnosticsSink, str, _Task, int]] = deque()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
         self._busy = 0
@@ -75,13 +130,15 @@ class SinkDispatcher:
     ) -> None:
         """Deliver ``rows`` of table ``name`` to ``sink``; never raises."""
         rows = list(rows)
-        self._submit(sink, name, lambda: sink.record_events(name, rows))
+        size = sum(_estimate(row) for row in rows) if self._needs_size(sink) else 0
+        self._submit(sink, name, lambda: sink.record_events(name, rows), size)
 
     def record_artifact(
         self, sink: DiagnosticsSink, name: str, payload: Mapping[str, object]
     ) -> None:
         """Deliver the artifact ``payload`` named ``name`` to ``sink``; never raises."""
-        self._submit(sink, name, lambda: sink.record_artifact(name, payload))
+        size = _estimate(payload) if self._needs_size(sink) else 0
+        self._submit(sink, name, lambda: sink.record_artifact(name, payload), size)
 
     def stats(self) -> DeliveryStats:
         """Return the delivery counters."""
@@ -91,6 +148,7 @@ class SinkDispatcher:
                 failed=self._failed,
                 dropped=self._dropped,
                 pending=len(self._queue) + self._busy,
+                pending_bytes=self._bytes,
             )
 
     def new_mark(self) -> FlushMark:
@@ -125,18 +183,23 @@ class SinkDispatcher:
             mark.lost = lost
             return clean
 
-    def shutdown(self, timeout: float = _EXIT_FLUSH_SECONDS) -> bool:
+    def shutdown(self, timeout: float = _DEFAULT_EXIT_SECONDS) -> bool:
         """Flush within ``timeout`` seconds, then stop accepting work for the worker."""
         flushed = self.force_flush(timeout)
         with self._cond:
             self._closed = True
             self._dropped += len(self._queue)
             self._queue.clear()
+            self._bytes = 0
             self._cond.notify_all()
         return flushed
 
     # -- internals ---------------------------------------------------------------------------
-    def _submit(self, sink: DiagnosticsSink, name: str, task: _Task) -> None:
+    @staticmethod
+    def _needs_size(sink: DiagnosticsSink) -> bool:
+        return not getattr(sink, "nonblocking", False)
+
+    def _submit(self, sink: DiagnosticsSink, name: str, task: _Task, size: int) -> None:
         if getattr(sink, "nonblocking", False):
             # Always inline: a wall-clock test cannot tell a slow sink from a thread that waited
             # for the GIL or the CPU, and moving a sink to the worker would make its rows arrive
@@ -156,37 +219,41 @@ class SinkDispatcher:
                 )
             return
         with self._cond:
-            if self._closed or len(self._queue) >= self._max_queue:
+            if (
+                self._closed
+                or len(self._queue) >= self._max_queue
+                or (self._queue and self._bytes + size > self._max_bytes)
+            ):
                 self._dropped += 1
                 self._log_once(sink, name, "dropped: delivery queue full or shut down")
                 return
-            self._queue.append((sink, name, task))
+            self._queue.append((sink, name, task, size))
+            self._bytes += size
             self._ensure_worker()
             self._cond.notify_all()
 
     def _run(self, sink: DiagnosticsSink, name: str, task: _Task) -> None:
         try:
             task()
-        except Exception:  # a sink's failure must never reach the observed program
+        except Exception as exc:  # a sink's failure must never reach the observed program
             with self._cond:
                 self._failed += 1
-            self._log_once(sink, name, "raised", exc_info=True)
+            self._log_once(sink, name, "raised " + describe_exception(exc))
         else:
             with self._cond:
                 self._delivered += 1
 
-    def _log_once(self, sink: object, name: str, what: str, *, exc_info: bool = False) -> None:
+    def _log_once(self, sink: object, name: str, what: str) -> None:
         key = (id(sink), name)
         if key in self._logged:
             return
         self._logged.add(key)
         _LOG.error(
-            "diagnostics sink %s %s for %s (further errors of this sink and table are counted, "
+            "diagnostics sink %s for %s %s (further errors of this sink and table are counted, "
             "not logged)",
             type(sink).__name__,
-            what,
             name,
-            exc_info=exc_info,
+            what,
         )
 
     def _ensure_worker(self) -> None:
@@ -203,7 +270,8 @@ class SinkDispatcher:
                     self._cond.wait()
                 if not self._queue:
                     return
-                sink, name, task = self._queue.popleft()
+                sink, name, task, size = self._queue.popleft()
+                self._bytes -= size
                 self._busy += 1
             try:
                 self._run(sink, name, task)
@@ -219,4 +287,4 @@ dispatcher = SinkDispatcher()
 
 @atexit.register
 def _flush_at_exit() -> None:  # pragma: no cover - exercised in subprocess tests
-    dispatcher.force_flush(_EXIT_FLUSH_SECONDS, mark=FlushMark())
+    dispatcher.force_flush(exit_remaining(), mark=FlushMark())

@@ -1,31 +1,114 @@
-"""Pure functions turning finished spans into diagnostics rows."""
+"""Pure functions turning finished spans into diagnostics rows.
+
+A run started with `datafusion_otel.start_run` carries its row in-process (`RunRecord`,
+registered for the span's lifetime with `register_run`), so the row never depends on the
+application's span limits: the span attributes (``datafusion.run.*``) are only what exporters
+see, and may be cut by ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` or evicted by the attribute count
+limit. Runs made by the auto-instrumentation carry attributes only; a metadata attribute the
+limits cut is replaced by a note, never a lost row.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import format_span_id, format_trace_id
 
+from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
 from datafusion_otel._payloads import PayloadEvent
 
-__all__ = ["event_rows", "is_run_root", "root_run_id", "run_row"]
+__all__ = [
+    "RunRecord",
+    "event_rows",
+    "forget_run",
+    "is_run_root",
+    "register_run",
+    "root_run_id",
+    "run_row",
+]
 
 _NS_PER_MS = 1_000_000
-_AUTO_RUN_METADATA = json.dumps({"auto_run": True})
+_AUTO_RUN_METADATA = meta.to_text({meta.AUTO_RUN: True})
+_CUT_NOTE = "the datafusion.run.metadata attribute was cut by the span limits; metadata lost"
+
+
+@dataclass
+class RunRecord:
+    """The in-process truth about a run root span, read when it ends.
+
+    Attributes:
+        run_id: The run id (the span's trace id, 32 hex characters).
+        label: The run's label.
+        status: ``"running"``, ``"completed"`` or ``"failed"``.
+        metadata_json: The row's metadata JSON text.
+        seen: Set when a diagnostics processor turned the ended span into rows; if an
+            application processor raised in ``span.end()`` before ours ran, the run's own
+            code hands the span to the processor instead.
+    """
+
+    run_id: str
+    label: str
+    status: str
+    metadata_json: str
+    seen: bool = False
+
+
+_records: dict[tuple[int, int], RunRecord] = {}
+_records_lock = threading.Lock()
+
+
+def _key(span: ReadableSpan) -> tuple[int, int] | None:
+    context = span.context
+    return None if context is None else (context.trace_id, context.span_id)
+
+
+def register_run(span: object, record: RunRecord) -> None:
+    """Keep ``record`` for the run root ``span`` until `forget_run` (after the span ended)."""
+    key = _key(span)  # type: ignore[arg-type]
+    if key is not None:
+        with _records_lock:
+            _records[key] = record
+
+
+def forget_run(span: object) -> RunRecord | None:
+    """Drop and return the record of ``span`` (call after ``span.end()``)."""
+    key = _key(span)  # type: ignore[arg-type]
+    if key is None:
+        return None
+    with _records_lock:
+        return _records.pop(key, None)
+
+
+def _record(span: ReadableSpan) -> RunRecord | None:
+    if not _records:
+        return None
+    key = _key(span)
+    return None if key is None else _records.get(key)
 
 
 def root_run_id(span: ReadableSpan) -> str | None:
-    """Return the run id if ``span`` is the root span of a run, else None."""
+    """Return the run id if ``span`` is the root span of a run, else None.
+
+    A `RunRecord` read here is marked seen (the processor calls this for every span).
+    """
     if span.parent is not None:
         return None
+    record = _record(span)
+    if record is not None:
+        if span.end_time is not None:
+            record.seen = True
+        return record.run_id
     attributes = getattr(span, "_attributes", None)  # the SDK's own, not a proxy copy
     if attributes is None:
         attributes = span.attributes
-    run_id = attributes.get(attr.RUN_ID) if attributes else None
-    return None if run_id is None else str(run_id)
+    if not attributes or attr.RUN_ID not in attributes:
+        return None
+    return format_trace_id(span.context.trace_id)  # the run id is the trace id, never cut
 
 
 def is_run_root(span: ReadableSpan) -> bool:
@@ -35,31 +118,52 @@ def is_run_root(span: ReadableSpan) -> bool:
 
 def run_row(span: ReadableSpan) -> dict[str, object]:
     """Return the DATAFUSION_RUNS_V1 row of a finished run root span."""
-    attrs: Mapping[str, object] = span.attributes or {}
     start_ms = (span.start_time or 0) // _NS_PER_MS
     end_ms = span.end_time // _NS_PER_MS if span.end_time is not None else None
-    metadata = attrs.get(attr.RUN_METADATA)
-    if isinstance(metadata, str):
-        metadata_json = metadata
-    elif attr.DATAFUSION_METHOD in attrs:  # an auto run: one instrumented execution
-        metadata_json = _AUTO_RUN_METADATA
-    else:
-        metadata_json = json.dumps({})
-    exported = attrs.get(attr.RUN_EXPORTED)
-    if isinstance(exported, bool):  # whether the run left the process (sampling, exporters)
-        merged = json.loads(metadata_json)
-        if isinstance(merged, dict):
-            merged["exported"] = exported
-            metadata_json = json.dumps(merged)
+    record = _record(span)
+    if record is None:
+        record = _record_from_attributes(span)
     return {
-        "run_id": str(attrs.get(attr.RUN_ID) or format_trace_id(span.context.trace_id)),
-        "label": str(attrs.get(attr.RUN_LABEL, span.name)),
+        "run_id": record.run_id,
+        "label": record.label,
         "start_time_unix_ms": start_ms,
         "end_time_unix_ms": end_ms,
-        "status": str(attrs.get(attr.RUN_STATUS, "completed")),
+        "status": record.status,
         "duration_ms": end_ms - start_ms if end_ms is not None else None,
-        "metadata": metadata_json,
+        "metadata": record.metadata_json,
     }
+
+
+def _record_from_attributes(span: ReadableSpan) -> RunRecord:
+    """The row of a run that carries attributes only (an auto run of the instrumentation)."""
+    attrs: Mapping[str, object] = span.attributes or {}
+    metadata = attrs.get(attr.RUN_METADATA)
+    parsed: dict[str, object]
+    if isinstance(metadata, str):
+        try:
+            loaded = json.loads(metadata)
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            parsed = loaded
+        else:  # cut by the application's span limits: keep what the short attributes say
+            parsed = {meta.NOTES: [_CUT_NOTE]}
+            error_type = attrs.get(attr.ERROR_TYPE)
+            if isinstance(error_type, str):
+                parsed[meta.ERROR_TYPE] = error_type
+    elif attr.DATAFUSION_METHOD in attrs:  # an auto run: one instrumented execution
+        parsed = json.loads(_AUTO_RUN_METADATA)
+    else:
+        parsed = {}
+    exported = attrs.get(attr.RUN_EXPORTED)
+    if isinstance(exported, bool):  # whether the run left the process (sampling, exporters)
+        parsed[meta.EXPORTED] = exported
+    return RunRecord(
+        run_id=format_trace_id(span.context.trace_id),
+        label=str(attrs.get(attr.RUN_LABEL, span.name)),
+        status=str(attrs.get(attr.RUN_STATUS, "completed")),
+        metadata_json=meta.snapshot_text(parsed),
+    )
 
 
 def event_rows(span: ReadableSpan) -> list[tuple[str, list[dict[str, object]]]]:

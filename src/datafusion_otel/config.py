@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 
@@ -65,6 +66,10 @@ _processors: weakref.WeakKeyDictionary[TracerProvider, DiagnosticsSpanProcessor]
 )
 # Providers whose export path datafusion-otel knows: True if it attached an exporter.
 _exports: weakref.WeakKeyDictionary[TracerProvider, bool] = weakref.WeakKeyDictionary()
+# The export processors `configure` attached, per provider, keyed by what they export to.
+_exporters: weakref.WeakKeyDictionary[
+    TracerProvider, dict[tuple[str, ...], ExportSpanProcessor]
+] = weakref.WeakKeyDictionary()
 _state: dict[str, TracerProvider | None] = {"configured": None, "fallback": None}
 
 
@@ -77,11 +82,20 @@ def _record_unsampled(provider: TracerProvider, sampler: Sampler | float | None 
 
 
 def tracer_for(provider: TracerProvider) -> trace.Tracer:
-    """Return the package's tracer of ``provider`` (created once per provider)."""
+    """Return the package's tracer of ``provider``, whose sampler records what it drops.
+
+    An SDK tracer copies the provider's sampler when it is created: the provider's sampler is
+    wrapped (`processor_for`) before the tracer is made, and the tracer is made again when the
+    provider's sampler changed since, so that no path (a bridge query, the instrumentor's
+    first query) can leave the package with a tracer holding the unwrapped sampler.
+    """
     tracer = _tracers.get(provider)
-    if tracer is None:
-        tracer = provider.get_tracer(attr.TRACER_NAME)
-        _tracers[provider] = tracer
+    if tracer is None or getattr(tracer, "sampler", None) is not provider.sampler:
+        with _lock:
+            processor_for(provider)
+            _record_unsampled(provider)  # the application may have replaced the sampler
+            tracer = provider.get_tracer(attr.TRACER_NAME)
+            _tracers[provider] = tracer
     return tracer
 
 
@@ -115,6 +129,9 @@ def resolve_provider() -> TracerProvider:
         return configured
     global_provider = trace.get_tracer_provider()
     if isinstance(global_provider, TracerProvider):
+        if not isinstance(global_provider.sampler, LocalRecordingSampler):
+            processor_for(global_provider)  # wrap the sampler before anyone makes a tracer
+            _record_unsampled(global_provider)
         return global_provider
     with _lock:
         fallback = _state["fallback"]
@@ -163,6 +180,11 @@ def configure(
     building a second one; it then adds an OTLP exporter only for an ``endpoint`` given as an
     argument (the environment variables are assumed to be served by whoever set that provider
     up), and ``service_name`` is ignored (the provider's resource stays).
+
+    Calling it again is safe: an endpoint (protocol and URL) or exporter object the provider
+    already exports to through an earlier call is reused, never attached twice; a different
+    endpoint adds a second exporter, with a warning. Call `force_flush` before the program
+    exits or reads a backend.
 
     Args:
         tracer_provider: SDK provider to attach to.
@@ -236,41 +258,82 @@ def configure(
         elif sink is not None:
             processor.replace_sink(sink)  # one diagnostics processor per provider
 
-        exporters: list[tuple[str, SpanExporter]] = []
-        if settings is not None:
-            exporters.append(("otlp", build_span_exporter(settings)))
-        for index, exporter in enumerate(span_exporters):
-            exporters.append((f"{type(exporter).__name__}#{index}", exporter))
-        processors = tuple(
-            ExportSpanProcessor(
-                exporter,
+        wanted: list[tuple[tuple[str, ...], str, SpanExporter | None]] = []
+        if settings is not None:  # an OTLP endpoint is known by its protocol and URL
+            wanted.append((("otlp", settings.protocol, settings.endpoint), "otlp", None))
+        for index, exporter in enumerate(span_exporters):  # kept alive by its processor
+            wanted.append(
+                (("exporter", str(id(exporter))), f"{type(exporter).__name__}#{index}", exporter)
+            )
+        attached = _exporters.setdefault(provider, {})
+        processors: list[ExportSpanProcessor] = []
+        fresh = False
+        for key, default_name, given in wanted:
+            existing = attached.get(key)
+            if existing is not None:  # the same endpoint or exporter again: never twice
+                processors.append(existing)
+                continue
+            name = default_name
+            chosen: SpanExporter | None = given
+            if chosen is None and settings is not None:
+                otlp = sum(k[0] == "otlp" for k in attached)
+                if otlp:
+                    _LOG.warning(
+                        "configure(): adding OTLP exporter #%d (%s); spans are exported to "
+                        "every endpoint configured so far",
+                        otlp + 1,
+                        settings.endpoint,
+                    )
+                    name = f"otlp#{otlp + 1}"
+                chosen = build_span_exporter(settings)
+            if chosen is None:  # pragma: no cover - wanted holds an exporter or settings
+                continue
+            export_processor = ExportSpanProcessor(
+                chosen,
                 name=name,
                 max_queue_size=options.max_queue_size,
                 max_export_batch_size=options.max_export_batch_size,
                 schedule_delay=options.schedule_delay,
                 exit_timeout=options.exit_timeout,
             )
-            for name, exporter in exporters
-        )
-        for export_processor in processors:
             provider.add_span_processor(export_processor)
+            attached[key] = export_processor
+            processors.append(export_processor)
+            fresh = True
         if owns:
             _exports[provider] = bool(processors)
         _state["configured"] = provider
-        telemetry = Telemetry(provider, processor, processors, owns)
-        if processors:
+        # the handle covers every exporter configured on this provider, earlier calls' too
+        telemetry = Telemetry(provider, processor, tuple(attached.values()), owns)
+        if fresh:
             atexit.register(telemetry._shutdown_at_exit)
         return telemetry
 
 
+def _export_processors() -> list[ExportSpanProcessor]:
+    """Every export processor `configure` attached, on any provider still alive."""
+    with _lock:
+        return [p for attached in list(_exporters.values()) for p in attached.values()]
+
+
 def force_flush(timeout: float = 30.0) -> bool:
-    """Wait at most ``timeout`` seconds until every queued diagnostics row reached its sink.
+    """Flush everything the package set up: the one call to make before the program exits.
+
+    Waits at most ``timeout`` seconds in total until execution spans recorded off the query
+    path exist, every span queued for the exporters `configure` attached is exported, and
+    every queued diagnostics row reached its sink.
 
     Returns:
-        False if rows are pending, or were dropped or failed since the last flush.
+        False if anything is still pending at the deadline, or was dropped or failed since the
+        last flush.
     """
+    deadline = time.monotonic() + max(timeout, 0.0)
     _deferred.flush()  # execution spans recorded off the query path, and their rows
-    return dispatcher.force_flush(timeout)
+    ok = True
+    for export_processor in _export_processors():
+        remaining = max(deadline - time.monotonic(), 0.0)
+        ok = export_processor.force_flush(int(remaining * 1000)) and ok
+    return dispatcher.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
 
 
 def reset() -> None:

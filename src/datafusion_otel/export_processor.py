@@ -25,6 +25,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from datafusion_otel._exit import bounded_at_exit
+
 __all__ = ["ExportSpanProcessor", "ExporterStats"]
 
 _LOG = logging.getLogger("datafusion_otel.export")
@@ -130,12 +132,14 @@ class ExportSpanProcessor(SpanProcessor):
         """Flush within ``timeout_millis`` (default: the exit timeout), then stop.
 
         Spans still queued at the deadline are counted as dropped; an export in flight is
-        abandoned to its own timeout on the daemon worker, so this never hangs.
+        abandoned to its own timeout on the daemon worker, so this never hangs. At interpreter
+        exit the wait is also cut to what is left of the package's exit budget.
 
         Returns:
             False if anything was not delivered.
         """
         timeout = self._exit_timeout if timeout_millis is None else timeout_millis / 1000
+        timeout = bounded_at_exit(timeout)
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._cond:
             if self._closed:
@@ -155,6 +159,11 @@ class ExportSpanProcessor(SpanProcessor):
         closer.start()
         closer.join(max(deadline - time.monotonic(), 0.0))
         return flushed and left == 0
+
+    @property
+    def exit_timeout(self) -> float:
+        """Default timeout, in seconds, of `shutdown`."""
+        return self._exit_timeout
 
     # -- stats -------------------------------------------------------------------------------
     def stats(self) -> ExporterStats:

@@ -35,6 +35,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from datafusion_otel import attributes as attr
+from datafusion_otel._delivery import describe_exception
 from datafusion_otel._payloads import PayloadEvent
 from datafusion_otel._span_rows import is_run_root, run_row
 from datafusion_otel.config import resolve_provider
@@ -137,10 +138,10 @@ class RunMetricsSpanProcessor(SpanProcessor):
         """Accumulate the span's operator metrics; record the run's metrics at its root span."""
         try:
             self._process(span)
-        except Exception:  # instrumentation must never break the observed program
+        except Exception as exc:  # instrumentation must never break the observed program
             if not self._logged_error:
                 self._logged_error = True
-                _LOG.exception("could not record run metrics for span %r", span.name)
+                _LOG.error("could not record run metrics: %s", describe_exception(exc))
 
     def _process(self, span: ReadableSpan) -> None:
         trace_id = span.context.trace_id

@@ -17,7 +17,8 @@ from opentelemetry.trace import format_trace_id
 
 from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
-from datafusion_otel._delivery import DeliveryStats, dispatcher
+from datafusion_otel._delivery import DeliveryStats, describe_exception, dispatcher
+from datafusion_otel._exit import bounded_at_exit
 from datafusion_otel._payloads import PayloadEvent
 from datafusion_otel._span_rows import event_rows, root_run_id, run_row
 from datafusion_otel.diagnostics import DiagnosticsSink
@@ -64,12 +65,13 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         """Turn ``span`` into diagnostics rows and hand them to the sinks; never raises."""
         try:
             self._process(span)
-        except Exception:  # instrumentation must never break the observed program
+        except Exception as exc:  # instrumentation must never break the observed program
             self._errors += 1
             if not self._logged_error:
                 self._logged_error = True
-                name = getattr(span, "name", None)  # the span may not be a span at all
-                _LOG.exception("could not turn span %r into diagnostics rows", name)
+                _LOG.error(  # the message may quote row values: type and frames only
+                    "could not turn a span into diagnostics rows: %s", describe_exception(exc)
+                )
 
     def _process(self, span: ReadableSpan) -> None:
         # this runs for every span of the process: read the SDK's fields without the copies
@@ -124,7 +126,10 @@ class DiagnosticsSpanProcessor(SpanProcessor):
     def shutdown(self, timeout_millis: int = 5_000) -> bool:  # type: ignore[override]
         """Flush queued rows, waiting at most ``timeout_millis``.
 
+        At interpreter exit the wait is also cut to what is left of the package's exit budget
+        (``DATAFUSION_OTEL_EXIT_TIMEOUT``).
+
         Returns:
             False if rows were not all delivered.
         """
-        return self.force_flush(timeout_millis)
+        return self.force_flush(int(bounded_at_exit(timeout_millis / 1000) * 1000))

@@ -17,13 +17,16 @@ from typing import Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode, format_trace_id
 
 from datafusion_otel import _routing
+from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
-from datafusion_otel._delivery import dispatcher
+from datafusion_otel._delivery import describe_exception, dispatcher
 from datafusion_otel._errors import error_text, record_exception, run_policy
+from datafusion_otel._span_rows import RunRecord, forget_run, register_run
 from datafusion_otel.config import exports_from, processor_for, resolve_provider, tracer_for
 from datafusion_otel.diagnostics import DiagnosticsSink
 
@@ -65,7 +68,10 @@ class DataFusionRun:
         start_time_unix_ms: Start time, Unix milliseconds.
         end_time_unix_ms: End time, Unix milliseconds; None while running.
         status: ``"running"``, ``"completed"`` or ``"failed"``.
-        metadata: Free-form metadata; must be JSON serializable.
+        metadata: Free-form metadata, the user's. Keys starting with ``datafusion_otel.`` are
+            reserved for the package. When the run ends, a JSON snapshot is taken: later
+            changes do not reach the row, and values that cannot be kept become notes (see
+            `datafusion_otel._run_metadata`).
     """
 
     run_id: str
@@ -80,6 +86,9 @@ class DataFusionRun:
         default=None, repr=False, compare=False
     )
     _previous_context: otel_context.Context | None = field(default=None, repr=False, compare=False)
+    _exported: bool | None = field(default=None, repr=False, compare=False)
+    _owner: SpanProcessor | None = field(default=None, repr=False, compare=False)
+    _metadata_json: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def span(self) -> trace.Span | None:
@@ -94,7 +103,10 @@ class DataFusionRun:
         return self.end_time_unix_ms - self.start_time_unix_ms
 
     def payload(self) -> dict[str, object]:
-        """Return the run as a DATAFUSION_RUNS_V1 row (``metadata`` as a JSON string)."""
+        """Return the run as a DATAFUSION_RUNS_V1 row (``metadata`` as a JSON string).
+
+        Once the run has ended, ``metadata`` is the exact text of the run's row.
+        """
         return {
             "run_id": self.run_id,
             "label": self.label,
@@ -102,8 +114,15 @@ class DataFusionRun:
             "end_time_unix_ms": self.end_time_unix_ms,
             "status": self.status,
             "duration_ms": self.duration_ms,
-            "metadata": json_dumps(self.metadata),
+            "metadata": self._metadata_json or meta.to_text(self._snapshot()),
         }
+
+    def _snapshot(self) -> dict[str, object]:
+        """The metadata as recorded: a JSON-safe copy with the package's keys; never raises."""
+        snap = meta.snapshot(self.metadata)
+        if self._exported is not None:
+            snap[meta.EXPORTED] = self._exported
+        return snap
 
 
 def current_run() -> DataFusionRun | None:
@@ -131,14 +150,17 @@ def start_run(
     Args:
         label: Human-readable label of the run.
         sink: Receives ``datafusion_run_started_v1`` now, ``datafusion_run_finished_v1`` at
-            the end, and every diagnostics row of this run, each exactly once.
-        metadata: JSON-serializable metadata.
+            the end, and every diagnostics row of this run, each exactly once. Must have
+            ``record_events`` and ``record_artifact`` (a `DiagnosticsSink`).
+        metadata: JSON-serializable metadata (keys starting with ``datafusion_otel.`` are
+            reserved).
 
     Returns:
         The running `DataFusionRun`.
 
     Raises:
-        TypeError: If ``label`` is not a string or ``metadata`` is not a mapping.
+        TypeError: If ``label`` is not a string, ``metadata`` is not a mapping or ``sink`` is
+            not a `DiagnosticsSink`.
         ValueError: If ``label`` is empty or ``metadata`` is not JSON serializable.
     """
     if not isinstance(label, str):
@@ -147,8 +169,13 @@ def start_run(
         raise ValueError("label must not be empty")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-    meta = dict(metadata or {})
-    meta_json = json_dumps(meta)  # raises ValueError early for unserializable metadata
+    if sink is not None and not isinstance(sink, DiagnosticsSink):
+        raise TypeError(
+            "sink must be a DiagnosticsSink (with record_events and record_artifact), "
+            f"got {type(sink).__name__}"
+        )
+    user_meta = dict(metadata or {})
+    json_dumps(user_meta)  # raises ValueError early for unserializable metadata
 
     provider = resolve_provider()
     owner = processor_for(provider)
@@ -169,15 +196,20 @@ def start_run(
     # sampled out runs are recorded only (RECORD_ONLY): the run row says so
     exported = span.get_span_context().trace_flags.sampled and exports_from(provider)
     span.set_attribute(attr.RUN_EXPORTED, exported)
-    span.set_attribute(attr.RUN_METADATA, meta_json)
     run = DataFusionRun(
         run_id=run_id,
         label=label,
         start_time_unix_ms=start_ns // _NS_PER_MS,
-        metadata=meta,
+        metadata=user_meta,
         _span=span,
         _sink=sink,
+        _exported=bool(exported),
+        _owner=owner,
     )
+    started = meta.snapshot(user_meta)  # the user's, copied now
+    started_json = meta.to_text({**started, meta.EXPORTED: run._exported})
+    span.set_attribute(attr.RUN_METADATA, started_json)  # a preview: the row reads the record
+    register_run(span, RunRecord(run_id, label, "running", started_json))
     if sink is not None:
         _routing.register(run_id, sink, owner)
         dispatcher.record_artifact(
@@ -188,7 +220,7 @@ def start_run(
                 "label": label,
                 "start_time_unix_ms": run.start_time_unix_ms,
                 "status": "running",
-                "metadata": dict(meta),
+                "metadata": started,
             },
         )
     run._previous_context = otel_context.get_current()
@@ -250,14 +282,16 @@ def finish_run(
         sink: Receives ``datafusion_run_finished_v1``; defaults to the sink the run was started
             with.
         status: ``"completed"`` or ``"failed"``.
-        metadata: Merged into the run's metadata.
+        metadata: Merged into the run's metadata. The merged metadata is then snapshotted:
+            a value that cannot be kept as JSON becomes ``null`` with a note under
+            ``datafusion_otel.notes`` in the row; it never fails the finish.
 
     Returns:
         ``run``, finished.
 
     Raises:
-        ValueError: If ``status`` is not ``"completed"`` or ``"failed"``, or the merged
-            metadata is not JSON serializable (the run is then left running, unchanged).
+        ValueError: If ``status`` is not ``"completed"`` or ``"failed"`` (the run is then
+            left running, unchanged).
     """
     if run.status != "running":  # a second call never raises, whatever its arguments
         warnings.warn(
@@ -268,10 +302,16 @@ def finish_run(
         return run
     if status not in _FINAL_STATUSES:
         raise ValueError(f"status must be one of {_FINAL_STATUSES}, got {status!r}")
-    if metadata:
-        json_dumps({**run.metadata, **metadata})  # raises before anything changes
-        run.metadata.update(metadata)
+    if sink is not None and not isinstance(sink, DiagnosticsSink):
+        raise TypeError(f"sink must be a DiagnosticsSink, got {type(sink).__name__}")
     end_ns = time.time_ns()
+    try:
+        if metadata:
+            run.metadata.update(metadata)
+    except Exception:  # a mapping failing while read: noted below by the snapshot
+        _LOG.warning("run %s: metadata passed to finish_run could not be read", run.run_id)
+    snap = run._snapshot()  # never raises: unkeepable values become notes
+    run._metadata_json = meta.to_text(snap)
     run.end_time_unix_ms = end_ns // _NS_PER_MS
     run.status = status
     _routing.run_ended(run.run_id)
@@ -279,25 +319,43 @@ def finish_run(
     target = sink if sink is not None else run._sink
     if target is not None:
         finished = run.payload()
-        finished["metadata"] = dict(run.metadata)
+        finished["metadata"] = snap
         dispatcher.record_artifact(target, attr.RUN_FINISHED_ARTIFACT, finished)
     span = run._span
     if span is not None:
-        try:
-            span.set_attribute(attr.RUN_STATUS, status)
-            span.set_attribute(attr.RUN_METADATA, json_dumps(run.metadata))
-            if status == "failed":
-                error_type = run.metadata.get("error_type")
-                if isinstance(error_type, str):
-                    span.set_attribute(attr.ERROR_TYPE, error_type)
-                message = run.metadata.get("error_message")
-                span.set_status(Status(StatusCode.ERROR, str(message) if message else None))
-            else:
-                span.set_status(Status(StatusCode.OK))
-            span.end(end_time=end_ns)
-        except Exception:  # never raise into the user's program from our bookkeeping
-            _LOG.exception("could not end the span of run %s", run.run_id)
+        _end_span(run, span, snap, end_ns)
     return run
+
+
+def _end_span(run: DataFusionRun, span: trace.Span, snap: dict[str, object], end_ns: int) -> None:
+    """End the run's span, its row carried in-process (`RunRecord`); never raises."""
+    try:
+        text = run._metadata_json or "{}"
+        register_run(span, RunRecord(run.run_id, run.label, run.status, text))
+        span.set_attribute(attr.RUN_STATUS, run.status)
+        span.set_attribute(attr.RUN_METADATA, text)  # an export preview, maybe cut by limits
+        if run.status == "failed":
+            error_type = meta.error_value(snap, meta.ERROR_TYPE)
+            if isinstance(error_type, str):
+                span.set_attribute(attr.ERROR_TYPE, error_type)
+            message = meta.error_value(snap, meta.ERROR_MESSAGE)
+            span.set_status(Status(StatusCode.ERROR, str(message) if message else None))
+        else:
+            span.set_status(Status(StatusCode.OK))
+    except Exception as exc:  # never raise into the user's program from our bookkeeping
+        _LOG.error("could not annotate the span of run %s: %s", run.run_id, describe_exception(exc))
+    try:
+        span.end(end_time=end_ns)
+    except Exception as exc:  # an application processor raised before ours could run
+        _LOG.error("could not end the span of run %s: %s", run.run_id, describe_exception(exc))
+    finally:
+        record = forget_run(span)
+        if record is not None and not record.seen and run._owner is not None:
+            register_run(span, record)  # the row, read by the processor once more
+            try:
+                run._owner.on_end(span)  # type: ignore[arg-type]  # an ended SDK span
+            finally:
+                forget_run(span)
 
 
 @contextmanager
@@ -311,7 +369,9 @@ def tracked_run(
 
     On any exception (``KeyboardInterrupt`` included) the run is finished with status
     ``"failed"``, the span gets status ERROR and the exception event, ``error_type`` and
-    ``error_message`` go into the run's metadata, and the exception is re-raised unchanged.
+    ``error_message`` go into the run's metadata (under ``datafusion_otel.error_type`` /
+    ``datafusion_otel.error_message`` when the user's metadata already has that key), and the
+    exception is re-raised unchanged.
     The message (in the metadata and the span's exception event) has its literals replaced by
     ``?`` unless ``DATAFUSION_OTEL_SQL_TEXT=raw``: error messages quote query values.
 
@@ -328,18 +388,29 @@ def tracked_run(
         yield run
     except BaseException as exc:
         if run.status == "running":
-            policy = run_policy()
-            if run._span is not None:
-                record_exception(run._span, exc, policy)
-            finish_run(
-                run,
-                status="failed",
-                metadata={
-                    "error_type": type(exc).__qualname__,
-                    "error_message": error_text(str(exc), policy),
-                },
-            )
+            _fail(run, exc)
         raise
     else:
         if run.status == "running":
             finish_run(run)
+
+
+def _fail(run: DataFusionRun, exc: BaseException) -> None:
+    """Finish ``run`` as failed by ``exc``; never raises (the caller re-raises ``exc``)."""
+    errors: dict[str, object] = {}
+    try:
+        policy = run_policy()
+        if run._span is not None:
+            record_exception(run._span, exc, policy)
+        errors = meta.error_metadata(
+            run.metadata, type(exc).__qualname__, error_text(str(exc), policy)
+        )
+    except Exception as error:  # str(exc) may raise: the run still fails, without a message
+        _LOG.error(
+            "could not describe the exception of run %s: %s", run.run_id, describe_exception(error)
+        )
+        errors = meta.error_metadata(run.metadata, type(exc).__qualname__, "")
+    try:
+        finish_run(run, status="failed", metadata=errors)
+    except Exception as error:
+        _LOG.error("could not finish run %s: %s", run.run_id, describe_exception(error))

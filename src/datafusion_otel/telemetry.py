@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.trace import TracerProvider
 
 from datafusion_otel._delivery import DeliveryStats, FlushMark, dispatcher
+from datafusion_otel._exit import exit_remaining
 from datafusion_otel.export_processor import ExporterStats, ExportSpanProcessor
 from datafusion_otel.processor import DiagnosticsSpanProcessor
 
@@ -115,6 +116,6 @@ class Telemetry:
         )
 
     def _shutdown_at_exit(self) -> None:
-        """Shut the exporters down within their exit timeout (registered with atexit)."""
+        """Shut the exporters down within the exit budget (registered with atexit)."""
         for exporter in self.exporters:
-            exporter.shutdown()
+            exporter.shutdown(int(min(exporter.exit_timeout, exit_remaining()) * 1000))

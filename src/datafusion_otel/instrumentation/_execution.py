@@ -7,8 +7,8 @@ Span placement:
 * Otherwise, with ``auto_run=True``, the execution span itself is the root span of a new run:
   it carries `attributes.RUN_ID` (= its trace id) and `attributes.RUN_EXPORTED`, so the
   diagnostics processor records a ``datafusion_runs_v1`` row for it like for any run. The
-  run's label is the span name and its metadata ``{"auto_run": true}``; its status is
-  "completed" unless the execution failed (then `attributes.RUN_STATUS` = "failed" and the
+  run's label is the span name and its metadata ``{"datafusion_otel.auto_run": true}``; its
+  status is "completed" unless the execution failed (then `attributes.RUN_STATUS` = "failed" and the
   metadata carry the error). One span instead of a run span plus a child, and no attribute
   that the processor can derive, keep span-only overhead low; `current_run` stays None
   during such an execution (there is no `DataFusionRun` object).
@@ -443,7 +443,11 @@ class Execution:
             if provider is not None:
                 ending[attr.RUN_STATUS] = "failed"
                 ending[attr.RUN_METADATA] = json_dumps(
-                    {"auto_run": True, "error_type": error_type, "error_message": message}
+                    {
+                        "datafusion_otel.auto_run": True,
+                        "error_type": error_type,
+                        "error_message": message,
+                    }
                 )
         if ending:
             span.set_attributes(ending)

@@ -33,8 +33,10 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datafusion_otel._coerce import coerce_rows, json_dumps
+from datafusion_otel._coerce import coerce_rows
 from datafusion_otel._delivery import FlushMark, dispatcher
+from datafusion_otel._exit import exit_remaining
+from datafusion_otel._run_metadata import snapshot_text
 from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._layout import (
     ARTIFACTS_SCHEMA,
@@ -265,7 +267,7 @@ class ParquetSink:
         kind, name = key
         if kind == "artifact":
             for row in rows:
-                row["payload"] = json_dumps(row["payload"])
+                row["payload"] = snapshot_text(row["payload"])  # a bad value: a note, kept
             return coerce_rows(rows, ARTIFACTS_SCHEMA), artifact_folder(self.path, name)
         schema = SCHEMAS.get(name)
         folder = table_folder(self.path, name)
@@ -330,6 +332,6 @@ class ParquetSink:
 @atexit.register
 def _flush_at_exit() -> None:  # pragma: no cover - exercised in subprocess tests
     # rows still queued for a sink reach it first
-    dispatcher.force_flush(_EXIT_TIMEOUT, mark=FlushMark())
+    dispatcher.force_flush(exit_remaining(), mark=FlushMark())
     for sink in list(_live_sinks):
-        sink.close(sink.exit_timeout)
+        sink.close(min(sink.exit_timeout, exit_remaining()))  # one exit budget for all

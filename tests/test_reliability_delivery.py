@@ -1,0 +1,221 @@
+"""Flushing, exit and the sink queue: one flush for everything, a bounded exit, bounded memory.
+
+Real OTLP receivers in their own process, real subprocesses for exit, the real SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import datafusion_otel
+from datafusion_otel import tracked_run
+from datafusion_otel._delivery import SinkDispatcher, dispatcher
+from datafusion_otel.export import BatchOptions
+from listeners import ReceiverProcess
+from otel_state import Handles, handles_fixture  # noqa: F401
+
+SLOW_BATCH = BatchOptions(schedule_delay=60.0)  # spans wait for a flush, not for a timer
+
+
+@pytest.fixture
+def receiver() -> Iterator[ReceiverProcess]:
+    process = ReceiverProcess()
+    process.start()
+    yield process
+    process.kill()
+
+
+class TestForceFlush:
+    """`datafusion_otel.force_flush()` flushes the exporters `configure` attached, too."""
+
+    def test_module_force_flush_exports_queued_spans(
+        self, handles: Handles, receiver: ReceiverProcess
+    ) -> None:
+        handles.add(datafusion_otel.configure(endpoint=receiver.endpoint, batch=SLOW_BATCH))
+        ids = set()
+        for index in range(5):
+            with tracked_run(label=f"flushed-{index}") as run:
+                ids.add(run.run_id)
+        assert datafusion_otel.force_flush(10) is True
+        assert receiver.trace_ids() >= ids  # there at once: no wait for the 60 s timer
+
+
+class TestConfigureTwice:
+    """A second `configure` with the same endpoint does not export twice."""
+
+    def test_same_endpoint_exports_each_span_once(
+        self, handles: Handles, receiver: ReceiverProcess
+    ) -> None:
+        first = handles.add(datafusion_otel.configure(endpoint=receiver.endpoint))
+        second = handles.add(datafusion_otel.configure(endpoint=receiver.endpoint))
+        assert second.exporters == first.exporters
+        with tracked_run(label="once") as run:
+            pass
+        assert datafusion_otel.force_flush(10) is True
+        spans = [s for s in receiver.spans() if s["trace_id"] == run.run_id]
+        assert len(spans) == 1
+
+    def test_same_exporter_object_is_attached_once(self, handles: Handles) -> None:
+        exporter = InMemorySpanExporter()
+        handles.add(datafusion_otel.configure(span_exporters=[exporter]))
+        handles.add(datafusion_otel.configure(span_exporters=[exporter]))
+        with tracked_run(label="object-once") as run:
+            pass
+        assert datafusion_otel.force_flush(10) is True
+        ids = [s.context.trace_id for s in exporter.get_finished_spans()]
+        assert ids.count(int(run.run_id, 16)) == 1
+
+    def test_other_endpoint_adds_an_exporter_with_a_warning(
+        self, handles: Handles, receiver: ReceiverProcess, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        other = ReceiverProcess()
+        other.start()
+        try:
+            handles.add(datafusion_otel.configure(endpoint=receiver.endpoint))
+            with caplog.at_level(logging.WARNING, logger="datafusion_otel.config"):
+                handles.add(datafusion_otel.configure(endpoint=other.endpoint))
+            assert any("second" in r.getMessage() or "#2" in r.getMessage() for r in caplog.records)
+            with tracked_run(label="both") as run:
+                pass
+            assert datafusion_otel.force_flush(10) is True
+            assert run.run_id in receiver.trace_ids()
+            assert run.run_id in other.trace_ids()
+        finally:
+            other.kill()
+
+
+_STUCK_PROGRAM = """
+    import threading, time
+    import datafusion_otel
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class StuckSink:
+        def record_events(self, name, rows):
+            threading.Event().wait()
+        def record_artifact(self, name, payload):
+            threading.Event().wait()
+
+    class StuckExporter(SpanExporter):
+        def export(self, spans):
+            threading.Event().wait()
+            return SpanExportResult.SUCCESS
+        def shutdown(self):
+            threading.Event().wait()
+
+    datafusion_otel.configure(span_exporters=[StuckExporter()], sink=StuckSink())
+    for index in range(3):
+        with datafusion_otel.tracked_run(label=f"stuck-{index}", sink=StuckSink()):
+            pass
+    print("main done", flush=True)
+"""
+
+
+class TestBoundedExit:
+    """Stuck sinks and exporters delay exit by one documented ceiling in total."""
+
+    CEILING_S = 1.0
+    SLACK_S = 8.0  # interpreter start and imports on a shared machine; far below the old 15 s
+
+    def test_process_with_stuck_sinks_and_exporter_exits_within_the_ceiling(self) -> None:
+        env = {"DATAFUSION_OTEL_EXIT_TIMEOUT": str(self.CEILING_S), "PATH": ""}
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_STUCK_PROGRAM)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        assert "main done" in result.stdout
+        assert elapsed < self.CEILING_S + self.SLACK_S, result.stderr
+
+
+class _BlockedSink:
+    """A sink whose first call blocks until released: everything after it queues."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def record_events(self, name: str, rows: Sequence[Mapping[str, object]]) -> None:
+        self.calls += 1
+        self.release.wait(30)
+
+    def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
+        self.calls += 1
+        self.release.wait(30)
+
+
+class TestQueueBytes:
+    """The worker queue is capped in estimated bytes as well as in records."""
+
+    def test_blocked_sink_queue_stops_at_the_byte_cap(self) -> None:
+        queue = SinkDispatcher(max_queue=100_000, max_queue_bytes=1_000_000)
+        sink = _BlockedSink()
+        row = {"run_id": "a" * 32, "sql": "x" * 10_000}
+        try:
+            for _ in range(1_000):  # ~10 MB offered
+                queue.record_events(sink, "datafusion_plan_artifacts_v1", [row])
+            stats = queue.stats()
+            assert stats.pending_bytes <= 1_000_000
+            assert stats.pending < 110
+            assert stats.dropped >= 890  # dropped and counted, never silently
+        finally:
+            sink.release.set()
+            queue.shutdown(10)
+
+    def test_default_cap_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("DATAFUSION_OTEL_QUEUE_BYTES", "50000")
+        queue = SinkDispatcher()
+        sink = _BlockedSink()
+        try:
+            for _ in range(100):
+                queue.record_artifact(sink, "big", {"blob": "y" * 5_000})
+            assert queue.stats().pending_bytes <= 50_000
+            assert queue.stats().dropped >= 85
+        finally:
+            sink.release.set()
+            queue.shutdown(10)
+
+
+class _LeakySink:
+    """Raises with a message quoting a row's value, as a real sink's error might."""
+
+    def record_events(self, name: str, rows: Sequence[Mapping[str, object]]) -> None:
+        raise ValueError(f"cannot store {rows[0]['label']!r}")
+
+    def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
+        raise ValueError(f"cannot store {payload['label']!r}")
+
+
+class TestSinkErrorLog:
+    """A failing sink's ERROR log names sink, table, type and frames, never row values."""
+
+    def test_log_has_no_row_values(
+        self, configured: object, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        secret = "customer-4242-secret"
+        caplog.set_level(logging.DEBUG)
+        with tracked_run(label=secret, sink=_LeakySink()):
+            pass
+        dispatcher.force_flush(5)
+        records = [r for r in caplog.records if r.name == "datafusion_otel.delivery"]
+        assert records
+        for record in records:
+            text = record.getMessage()
+            assert "_LeakySink" in text
+            assert "ValueError" in text
+            assert secret not in text
+            assert record.exc_info is None  # a handler would print the message with it
