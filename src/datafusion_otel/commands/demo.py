@@ -16,7 +16,7 @@ from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.cache_state import record_cache_state
 from datafusion_otel.commands.render import print_json, print_table
 from datafusion_otel.runs import tracked_run
-from datafusion_otel.store import ParquetSink, RunStore
+from datafusion_otel.store import ParquetSink, RunStore, StoreError
 
 __all__ = ["demo", "execute_sql"]
 
@@ -50,6 +50,18 @@ def _selected(spec: str | None) -> list[int]:
     return numbers
 
 
+def _open_sink(store: str | None) -> ParquetSink:
+    """Open the demo's store, or raise `StoreError` with one line saying why it cannot be."""
+    try:
+        return ParquetSink(store)
+    except ValueError as exc:  # a URI scheme the store does not support yet
+        raise StoreError(str(exc)) from exc
+    except OSError as exc:
+        reason = "it is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror
+        where = exc.filename or store or "the default store folder"
+        raise StoreError(f"cannot use {where} as the run store: {reason or exc}") from exc
+
+
 def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], object]) -> int:
     """Generate TPC-H data, run the queries as tracked runs, print a summary.
 
@@ -63,7 +75,7 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
     """
     numbers = _selected(args.queries)
     log = sys.stderr if args.json else sys.stdout
-    sink = ParquetSink(args.store)
+    sink = _open_sink(args.store)
     data_dir = Path(args.data_dir) if args.data_dir else sink.path / "tpch" / f"sf{args.scale}"
     if not tpch.data_complete(data_dir):
         print(f"generating TPC-H data at scale factor {args.scale} in {data_dir} ...", file=log)
