@@ -29,11 +29,14 @@ FOOTER_PANIC = (2688, 2)  # pyarrow already refuses the footer
 def _runs_file(first: int, count: int = 40) -> bytes:
     rows = [
         {
-            "run_id": f"{first + i:032x}", "label": f"label{i % 3}",
+            "run_id": f"{first + i:032x}",
+            "label": f"label{i % 3}",
             "start_time_unix_ms": 1_700_000_000_000 + first + i,
-            "end_time_unix_ms": 1_700_000_000_100 + first + i, "status": "completed",
-            "duration_ms": 100, "metadata": "{}",
-        }  # fmt: skip
+            "end_time_unix_ms": 1_700_000_000_100 + first + i,
+            "status": "completed",
+            "duration_ms": 100,
+            "metadata": "{}",
+        }
         for i in range(count)
     ]
     buffer = io.BytesIO()
@@ -93,7 +96,9 @@ class TestRunStoreSkipsDamagedFiles:
         assert reasons["wrong-type.parquet"].startswith("wrong schema: column 'run_id' is int64")
         assert all("\n" not in why for why in reasons.values())
 
-    def test_a_file_whose_read_panics(self, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    def test_a_file_whose_read_panics(
+        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
         damaged = _flipped(_runs_file(0), *DATA_PAGE_PANIC)
         path, bad = _store(tmp_path, damaged)
         pq.read_metadata(bad)  # the footer is intact: only reading the rows finds the damage
@@ -148,7 +153,9 @@ class TestCommandLine:
                 lines = err.splitlines()
                 assert len(lines) <= 1, (position, bit, err)
                 for line in lines:
-                    assert line.startswith(f"datafusion-otel: warning: skipped damaged file {bad}: ")
+                    assert line.startswith(
+                        f"datafusion-otel: warning: skipped damaged file {bad}: "
+                    )
                 answer = json.loads(out)
                 total = len(answer) if command[0] == "runs" else sum(r["count"] for r in answer)
                 assert total in (40, 80), (position, bit)  # intact file alone, or both
