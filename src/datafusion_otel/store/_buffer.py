@@ -23,31 +23,36 @@ Key = tuple[str, str]
 
 _ROW_OVERHEAD = 64
 _SCALAR_BYTES = 8
-_MAX_DEPTH = 4
-_DEEP_BYTES = 256
+_ENTRY_BYTES = 48  # one entry of a nested mapping or sequence (key, value, slot)
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
-def estimate_bytes(value: object, depth: int = 0) -> int:
-    """Return a cheap estimate of the memory ``value`` holds once buffered as a row.
+def estimate_bytes(row: Mapping[str, object]) -> int:
+    """Return a cheap estimate of the memory ``row`` holds once buffered.
 
-    Strings count their length, containers their items (four levels deep; deeper values
-    count a flat 256), every other value 8 bytes. Never raises.
+    Strings and bytes count their length, nested mappings and sequences 48 bytes per entry
+    (plus the length of their string items), every other value 8 bytes. It runs on the
+    query's thread, so it looks one level deep only. Never raises.
     """
-    if isinstance(value, (str, bytes, bytearray)):
-        return len(value) + _SCALAR_BYTES
-    if depth >= _MAX_DEPTH:
-        return _DEEP_BYTES
+    size = _ROW_OVERHEAD
     try:
-        if isinstance(value, Mapping):
-            return _ROW_OVERHEAD + sum(
-                estimate_bytes(k, depth + 1) + estimate_bytes(v, depth + 1)
-                for k, v in value.items()
-            )
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return _ROW_OVERHEAD + sum(estimate_bytes(v, depth + 1) for v in value)
-    except Exception:  # an odd container: count it as a deep value, never fail the caller
-        return _DEEP_BYTES
-    return _SCALAR_BYTES
+        for key, value in row.items():
+            size += len(key) if type(key) is str else _SCALAR_BYTES
+            kind = type(value)
+            if kind in _SCALARS:
+                size += _SCALAR_BYTES
+            elif isinstance(value, (str, bytes, bytearray)):
+                size += len(value) + _SCALAR_BYTES
+            elif isinstance(value, dict | Mapping):
+                size += _ENTRY_BYTES * len(value)
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                size += _ENTRY_BYTES * len(value)
+                size += sum(len(item) for item in value if isinstance(item, str))
+            else:
+                size += _SCALAR_BYTES
+    except Exception:  # an odd mapping: count what was seen, never fail the caller
+        return size
+    return size
 
 
 @dataclass

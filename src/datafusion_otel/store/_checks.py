@@ -48,8 +48,9 @@ def is_panic(exc: BaseException) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
-    """Return the message of ``exc`` on one line (its type name if it has none)."""
+    """Return the message of ``exc`` on one printable line (its type name if it has none)."""
     text = " ".join(str(exc).split())
+    text = "".join(c if c.isprintable() else "?" for c in text)
     return text.removeprefix("DataFusion error: ") or type(exc).__name__
 
 
