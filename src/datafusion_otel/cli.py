@@ -5,7 +5,11 @@ Commands (each takes ``--store PATH``, default ``$DATAFUSION_OTEL_HOME`` or
 
 * ``demo``: generate TPC-H data, run the 22 queries as tracked runs into the store.
 * ``runs``: recent runs. ``show RUN_ID``: one run (a unique id prefix is enough).
-* ``stats``: per label count, error rate, p50/p95/p99. ``sql "QUERY"``: any SQL over the store.
+* ``stats``: per label count, error rate, p50/p95/p99. ``sql "QUERY"``: one read-only SQL
+  query over the store (DDL, DML and statements are refused).
+
+``$DATAFUSION_OTEL_TRACE_URL`` (a template with ``{run_id}``) makes ``runs`` and ``show``
+print a link to each run in a trace UI.
 
 User errors (missing or empty store, unknown run id, bad SQL, a statement that is not a
 query) print one line on stderr and exit with status 1; a bad argument prints one line and
@@ -106,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[common], help="per-label statistics")
     stats.set_defaults(func=browse.stats)
 
-    sql = commands.add_parser("sql", parents=[common], help="run SQL over the store")
+    sql = commands.add_parser(
+        "sql", parents=[common], help="run a read-only SQL query over the store"
+    )
     sql.add_argument("query", metavar="QUERY", help="tables: " + ", ".join(_TABLES))
     sql.set_defaults(func=browse.sql)
     return parser
