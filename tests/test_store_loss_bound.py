@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datafusion_otel import attributes as attr
-from datafusion_otel.store import ParquetSink, RunStore
+from datafusion_otel.store import ParquetSink, RunStore, StoreError
 
 RUN_ROW: dict[str, object] = {
     "run_id": "0" * 32, "label": "loop", "start_time_unix_ms": 1_700_000_000_000,
@@ -183,7 +183,9 @@ class TestUriSchemes:
         monkeypatch.chdir(tmp_path)
         with pytest.raises(ValueError, match="s3:// scheme is not supported yet"):
             ParquetSink("s3://bucket/x")
-        assert not (tmp_path / "s3:").exists()
+        with pytest.raises(StoreError, match="gs:// scheme is not supported yet"):
+            RunStore("gs://bucket/x")
+        assert list(tmp_path.iterdir()) == []
 
     def test_file_uri_is_a_local_folder(self, tmp_path: Path) -> None:
         with ParquetSink(f"file://{tmp_path}/runs") as sink:
