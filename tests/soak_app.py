@@ -6,7 +6,8 @@ alternating between a raising sink, a slow sink and none; every run also reaches
 to ``configure``, whose OTLP endpoint is dead. Writes the counts to OUT_JSON.
 
 ``python tests/soak_app.py writer STORE BATCH_ROWS``: records runs into a ParquetSink as fast as
-it can and prints each finished run's id (flushed) until it is killed.
+it can and prints each finished run's id and the sink's ``dropped_rows`` so far (flushed) until
+it is killed.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def writer(store: str, batch_rows: int) -> None:
     while True:
         with tracked_run(label="writer", sink=sink, metadata={"i": i}) as run:
             pass
-        sys.stdout.write(run.run_id + "\n")
+        sys.stdout.write(f"{run.run_id} {sink.dropped_rows}\n")
         sys.stdout.flush()
         i += 1
 

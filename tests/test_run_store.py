@@ -105,9 +105,12 @@ class TestQueries:
             store.sql("SELEC nonsense")
         assert "\n" not in str(info.value)
 
-    def test_damaged_file_is_named(self, tmp_path: Path) -> None:
+    def test_damaged_file_is_skipped_and_named(self, tmp_path: Path) -> None:
         _write_runs(tmp_path, 10)
         bad = tmp_path / attr.RUNS_TABLE / "00000000000000000000-1-000000.parquet"
         bad.write_bytes(b"not a parquet file at all")
-        with pytest.raises(StoreError, match=str(bad)):
-            RunStore(tmp_path).run_count()
+        skipped: list[tuple[Path, str]] = []
+        store = RunStore(tmp_path, on_skip=lambda path, reason: skipped.append((path, reason)))
+        assert store.run_count() == 10
+        assert [path for path, _ in skipped] == [bad]
+        assert store.skipped_files == skipped

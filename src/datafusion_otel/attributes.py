@@ -107,6 +107,8 @@ ARTIFACTS_FOLDER: Final = "artifacts"
 """Store folder holding one ``artifact=<name>`` sub-folder per artifact name."""
 ARTIFACT_PARTITION: Final = "artifact"
 """Hive partition key of the artifact folders (``artifacts/artifact=<name>/``)."""
+TRACE_URL_ENV: Final = "DATAFUSION_OTEL_TRACE_URL"
+"""Environment variable: a link template with ``{run_id}`` that ``show`` and ``runs`` print."""
 
 # --- run-level metrics (datafusion_otel.metrics) --------------------------------------------
 METRIC_RUN_DURATION: Final = "datafusion.run.duration"

@@ -5,18 +5,25 @@ Commands (each takes ``--store PATH``, default ``$DATAFUSION_OTEL_HOME`` or
 
 * ``demo``: generate TPC-H data, run the 22 queries as tracked runs into the store.
 * ``runs``: recent runs. ``show RUN_ID``: one run (a unique id prefix is enough).
-* ``stats``: per label count, error rate, p50/p95/p99. ``sql "QUERY"``: any SQL over the store.
+* ``stats``: per label count, error rate, p50/p95/p99. ``sql "QUERY"``: one read-only SQL
+  query over the store (DDL, DML and statements are refused).
 
-User errors (missing or empty store, unknown run id, damaged file, bad SQL) print one line
-on stderr and exit with status 1; usage errors exit with status 2.
+``$DATAFUSION_OTEL_TRACE_URL`` (a template with ``{run_id}``) makes ``runs`` and ``show``
+print a link to each run in a trace UI.
+
+User errors (missing or empty store, unknown run id, bad SQL, a statement that is not a
+query) print one line on stderr and exit with status 1; a bad argument prints one line and
+exits with status 2. A damaged store file is skipped with one warning line naming it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from datafusion_otel.commands import browse
 from datafusion_otel.commands import demo as demo_command
@@ -44,23 +51,61 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_command.demo(args, _configure_telemetry)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage stays behind ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_MAX_LIMIT = 1_000_000_000
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= _MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {_MAX_LIMIT:,}, got {text!r}"
+        )
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _store_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty string")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=_PROG, description="Observe Apache DataFusion runs; browse the run store."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="PATH", help="run store folder")
+    common = _Parser(add_help=False)
+    common.add_argument("--store", metavar="PATH", type=_store_path, help="run store folder")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     demo = commands.add_parser("demo", parents=[common], help="run the 22 TPC-H queries")
-    demo.add_argument("--scale", type=float, default=0.1, help="TPC-H scale factor (0.1)")
+    demo.add_argument("--scale", type=_positive_float, default=0.1, help="TPC-H scale factor (0.1)")
     demo.add_argument("--data-dir", metavar="PATH", help="TPC-H data folder (cached)")
     demo.add_argument("--queries", metavar="N,N", help="only these queries, e.g. 1,6,15")
     demo.set_defaults(func=_demo)
 
     runs = commands.add_parser("runs", parents=[common], help="list recent runs")
-    runs.add_argument("--limit", type=int, default=20, help="number of runs (20)")
+    runs.add_argument("--limit", type=_positive_int, default=20, help="number of runs (20)")
     runs.set_defaults(func=browse.runs)
 
     show = commands.add_parser("show", parents=[common], help="show one run")
@@ -70,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[common], help="per-label statistics")
     stats.set_defaults(func=browse.stats)
 
-    sql = commands.add_parser("sql", parents=[common], help="run SQL over the store")
+    sql = commands.add_parser(
+        "sql", parents=[common], help="run a read-only SQL query over the store"
+    )
     sql.add_argument("query", metavar="QUERY", help="tables: " + ", ".join(_TABLES))
     sql.set_defaults(func=browse.sql)
     return parser

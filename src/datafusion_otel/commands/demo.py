@@ -10,7 +10,6 @@ to the run store; spans also go over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,12 +21,13 @@ from datafusion import SessionContext
 
 from datafusion_otel import tpch
 from datafusion_otel.cache_state import record_cache_state
+from datafusion_otel.commands.browse import trace_url_template
 from datafusion_otel.commands.render import print_json, print_table
 from datafusion_otel.config import Telemetry
 from datafusion_otel.export import resolve_otlp_settings
 from datafusion_otel.instrumentation import DataFusionInstrumentor
 from datafusion_otel.runs import tracked_run
-from datafusion_otel.store import ParquetSink, RunStore
+from datafusion_otel.store import ParquetSink, RunStore, StoreError
 
 __all__ = ["command_prefix", "demo", "execute_sql"]
 
@@ -116,11 +116,16 @@ def _delivery_summary(telemetry: Telemetry, log: TextIO) -> bool:
     return True
 
 
-def _trace_link(run_id: str) -> str:
-    template = os.environ.get("DATAFUSION_OTEL_TRACE_URL", "").strip()
-    if not template or "{run_id}" not in template:
-        return ""
-    return "  " + template.replace("{run_id}", run_id)
+def _open_sink(store: str | None) -> ParquetSink:
+    """Open the demo's store, or raise `StoreError` with one line saying why it cannot be."""
+    try:
+        return ParquetSink(store)
+    except ValueError as exc:  # a URI scheme the store does not support yet
+        raise StoreError(str(exc)) from exc
+    except OSError as exc:
+        reason = "it is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror
+        where = exc.filename or store or "the default store folder"
+        raise StoreError(f"cannot use {where} as the run store: {reason or exc}") from exc
 
 
 def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], Telemetry]) -> int:
@@ -135,8 +140,9 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
         0 when every query completed and every span was delivered, 1 otherwise.
     """
     numbers = _selected(args.queries)
+    template = trace_url_template()  # a bad template is a one-line error before any work
     log = sys.stderr if args.json else sys.stdout
-    sink = ParquetSink(args.store)
+    sink = _open_sink(args.store)
     data_dir = Path(args.data_dir) if args.data_dir else sink.path / "tpch" / f"sf{args.scale}"
     if not tpch.data_complete(data_dir):
         print(f"generating TPC-H data at scale factor {args.scale} in {data_dir} ...", file=log)
@@ -148,7 +154,8 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
     summary: list[dict[str, object]] = []
     try:
         for index, number in enumerate(numbers, start=1):
-            summary.append(_one_run(ctx, sink, args, number, f"[{index:2d}/{len(numbers)}]", log))
+            position = f"[{index:2d}/{len(numbers)}]"
+            summary.append(_one_run(ctx, sink, args, number, position, log, template))
     finally:
         if instrumented:
             DataFusionInstrumentor().uninstrument()
@@ -176,6 +183,7 @@ def _one_run(
     number: int,
     position: str,
     log: TextIO,
+    template: str | None,
 ) -> dict[str, object]:
     label = f"tpch-q{number:02d}"
     started = time.perf_counter()
@@ -194,7 +202,7 @@ def _one_run(
     shown = "-" if rows is None else rows
     print(
         f"{position} {label}  {run_id}  {status:<10} {elapsed:8.1f} ms  {shown} rows"
-        f"{_trace_link(run_id)}",
+        f"{'' if template is None or not run_id else '  ' + template.replace('{run_id}', run_id)}",
         file=log,
         flush=True,
     )

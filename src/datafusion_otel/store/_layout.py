@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
@@ -52,6 +54,8 @@ ARTIFACTS_SCHEMA: pa.Schema = pa.schema(
 )
 """Schema of the artifact files; the artifact name is the folder (``artifact=<name>``)."""
 
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
 _seq = itertools.count()
 _seq_lock = threading.Lock()
 
@@ -59,18 +63,35 @@ _seq_lock = threading.Lock()
 def resolve_home(path: str | os.PathLike[str] | None = None) -> Path:
     """Return the store folder: ``path``, else ``$DATAFUSION_OTEL_HOME``, else the default.
 
-    The default is ``./.datafusion-otel`` (relative to the working directory).
+    The default is ``./.datafusion-otel`` (relative to the working directory). A
+    ``file://`` URI names a local folder; any other URI scheme (``s3://``, ``gs://``, ...)
+    is refused: the run store is local only for now.
 
     Args:
         path: Explicit folder.
 
     Returns:
         The folder (not created).
+
+    Raises:
+        ValueError: If the path is a URI with a scheme other than ``file``.
     """
-    if path is not None:
-        return Path(path)
-    env = os.environ.get(attr.HOME_ENV)
-    return Path(env) if env else Path(attr.DEFAULT_HOME)
+    if path is None:
+        path = os.environ.get(attr.HOME_ENV) or attr.DEFAULT_HOME
+    text = os.fspath(path)
+    match = _URI_SCHEME.match(text)
+    if match is None:
+        return Path(text)
+    scheme = match.group(1).lower()
+    if scheme == "file":
+        uri = urlsplit(text)
+        if uri.netloc in {"", "localhost"}:
+            return Path(unquote(uri.path) or "/")
+        raise ValueError(f"run store {text!r}: a file:// URI names a local path (file:///path)")
+    raise ValueError(
+        f"run store {text!r}: the {scheme}:// scheme is not supported yet "
+        "(the run store is a local folder; file:///path works)"
+    )
 
 
 def table_folder(home: Path, table: str) -> Path:

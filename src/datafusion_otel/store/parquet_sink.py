@@ -4,18 +4,22 @@ Durability and the loss bound:
 
 * ``record_events`` / ``record_artifact`` only append to an in-memory buffer under a lock
   (the sink is ``nonblocking``: it is called on the query's thread and does no I/O there).
-* The sink's writer thread writes a table's buffered rows as ONE new Parquet file when the
-  table holds ``batch_rows`` rows, or ``flush_interval`` seconds after its oldest buffered
-  row arrived, whichever comes first. `force_flush`, `close` and process exit (``atexit``,
-  bounded by ``exit_timeout``) write everything buffered.
+* The sink's writer thread writes a table's buffered rows as new Parquet files of at most
+  ``batch_rows`` rows each: when the table holds ``batch_rows`` rows, ``flush_interval``
+  seconds after its oldest buffered row arrived, or at once for every table when the buffer
+  is half full. `force_flush`, `close` and process exit (``atexit``, bounded by
+  ``exit_timeout``) write everything buffered, in files of at most ``batch_rows`` rows.
 * Every file is written under a temporary name (``.<name>.parquet.tmp``), fsynced, then
   renamed with ``os.replace``: readers see a complete file or none. A crash (even SIGKILL)
   at any moment leaves a readable store; leftover ``.tmp`` files are ignored by readers and
   removed by the next sink opened on the folder once they are an hour old.
-* **Loss bound**: a crash loses at most the rows still buffered, i.e. per table fewer than
-  ``batch_rows`` rows and at most ``flush_interval`` seconds of rows (plus the file being
-  written at that instant). A failed write (disk full, permissions) is logged once, counted,
-  and reported by the next `force_flush` returning False; those rows are dropped.
+* **Loss bound**: the sink holds at most ``max_buffer_rows`` rows and ``max_buffer_bytes``
+  estimated bytes that are not yet in a renamed file (buffered rows plus the files being
+  written). A crash loses at most those: ``max_buffer_rows`` rows over all tables, whatever
+  the load. A row that would go over either cap is dropped on arrival and counted in
+  `ParquetSink.dropped_rows` (and `ParquetSink.overflow_rows`); the first drop is logged and
+  the next `force_flush` returns False. A failed write (disk full, permissions), a row not
+  matching its table's schema and a row recorded after `close` are dropped the same way.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafusion_otel._coerce import coerce_rows
-from datafusion_otel._delivery import FlushMark, dispatcher
+from datafusion_otel._delivery import FlushMark, describe_exception, dispatcher
 from datafusion_otel._exit import exit_remaining
 from datafusion_otel._run_metadata import snapshot_text
 from datafusion_otel.schema_registry import SCHEMAS
+from datafusion_otel.store._buffer import Chunk, Key, PendingRows, estimate_bytes
 from datafusion_otel.store._layout import (
     ARTIFACTS_SCHEMA,
     TMP_SUFFIX,
@@ -52,25 +57,31 @@ __all__ = ["ParquetSink"]
 _LOG = logging.getLogger("datafusion_otel.store")
 _STALE_TMP_SECONDS = 3600.0
 _EXIT_TIMEOUT = 5.0
+_BUFFER_BATCHES = 10
+_MAX_BUFFER_BYTES = 64 * 1024 * 1024
+_OVERFLOW_KEY: Key = ("buffer", "cap")
 _live_sinks: weakref.WeakSet[ParquetSink] = weakref.WeakSet()
-
-# A buffer key is ("table", name) or ("artifact", name).
-_Key = tuple[str, str]
 
 
 class ParquetSink:
     """Diagnostics sink writing every table and artifact to Parquet files under one folder.
 
     Args:
-        path: Store folder. Default: ``$DATAFUSION_OTEL_HOME``, else ``./.datafusion-otel``.
-        batch_rows: Rows of one table that trigger a write.
+        path: Store folder (or a ``file://`` URI). Default: ``$DATAFUSION_OTEL_HOME``, else
+            ``./.datafusion-otel``.
+        batch_rows: Rows of one table that trigger a write; the most rows of one file.
         flush_interval: Seconds after which buffered rows are written anyway.
         fsync: Sync each file to disk before renaming it into place (survives power loss,
             not only process crashes).
         exit_timeout: Seconds the ``atexit`` flush may take at most.
+        max_buffer_rows: Most rows held that are not yet in a file (the loss bound of a
+            crash). Default: ``10 * batch_rows``.
+        max_buffer_bytes: Most estimated bytes held that are not yet in a file (64 MiB).
 
     Raises:
-        ValueError: If ``batch_rows`` < 1 or ``flush_interval`` <= 0.
+        ValueError: If ``batch_rows`` < 1, ``flush_interval`` <= 0, ``max_buffer_rows`` <
+            ``batch_rows``, ``max_buffer_bytes`` < 1, or ``path`` is a URI whose scheme the
+            store does not support yet (``s3://``, ...).
 
     Example:
         >>> from datafusion_otel import tracked_run
@@ -91,25 +102,38 @@ class ParquetSink:
         flush_interval: float = 2.0,
         fsync: bool = True,
         exit_timeout: float = _EXIT_TIMEOUT,
+        max_buffer_rows: int | None = None,
+        max_buffer_bytes: int = _MAX_BUFFER_BYTES,
     ) -> None:
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
         if flush_interval <= 0:
             raise ValueError(f"flush_interval must be > 0, got {flush_interval}")
+        max_rows = _BUFFER_BATCHES * batch_rows if max_buffer_rows is None else max_buffer_rows
+        if max_rows < batch_rows:
+            raise ValueError(
+                f"max_buffer_rows must be >= batch_rows ({batch_rows}), got {max_rows}"
+            )
+        if max_buffer_bytes < 1:
+            raise ValueError(f"max_buffer_bytes must be >= 1, got {max_buffer_bytes}")
         self.path = resolve_home(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._batch_rows = batch_rows
-        self._interval = flush_interval
+        self.batch_rows = batch_rows
+        self.max_buffer_rows = max_rows
+        self.max_buffer_bytes = max_buffer_bytes
         self._fsync = fsync
         self.exit_timeout = exit_timeout
         self._cond = threading.Condition()
         self._io_lock = threading.Lock()
-        self._buffers: dict[_Key, list[dict[str, object]]] = {}
-        self._first_at: dict[_Key, float] = {}
+        self._pending = PendingRows(
+            batch_rows=batch_rows, max_rows=max_rows, max_bytes=max_buffer_bytes,
+            interval=flush_interval,
+        )  # fmt: skip
         self._closed = False
         self._failures = 0
         self._failure_mark = 0
-        self._logged: set[_Key] = set()
+        self._overflow = 0
+        self._logged: set[Key] = set()
         self.files_written = 0
         self.rows_written = 0
         self._remove_stale_tmp()
@@ -122,6 +146,25 @@ class ParquetSink:
     def __repr__(self) -> str:
         return f"ParquetSink({str(self.path)!r})"
 
+    @property
+    def dropped_rows(self) -> int:
+        """Rows this sink accepted a call for but will never store, for any reason.
+
+        Over the buffer cap (see `overflow_rows`), a failed write, a row not matching its
+        table's schema, an artifact that is not JSON, or a row recorded after `close`.
+        """
+        with self._cond:
+            return self._failures
+
+    @property
+    def overflow_rows(self) -> int:
+        """Rows dropped on arrival because the buffer was full (a part of `dropped_rows`).
+
+        Full means ``max_buffer_rows`` rows or ``max_buffer_bytes`` estimated bytes held.
+        """
+        with self._cond:
+            return self._overflow
+
     # -- DiagnosticsSink -------------------------------------------------------------------------
     def record_events(self, name: str, rows: Sequence[Mapping[str, object]]) -> None:
         """Buffer ``rows`` of the diagnostics table ``name`` (no I/O on this thread).
@@ -130,38 +173,46 @@ class ParquetSink:
             name: Table name, for example ``datafusion_runs_v1``.
             rows: Rows shaped like the table's schema.
         """
-        self._append(("table", name), [dict(row) for row in rows])
+        copies = [dict(row) for row in rows]
+        self._append(("table", name), [(row, estimate_bytes(row)) for row in copies])
 
     def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
         """Buffer one artifact; it is stored as JSON under ``artifacts/artifact=<name>/``.
+
+        The payload is serialized at once, so later changes to it are not stored; a value JSON
+        cannot hold becomes null with a note (`datafusion_otel._run_metadata.snapshot_text`).
 
         Args:
             name: Artifact name, for example ``datafusion_run_started_v1``.
             payload: JSON-serializable payload; its ``run_id`` (if any) gets its own column.
         """
+        key: Key = ("artifact", name)
+        text = snapshot_text(payload)  # never raises: a bad value is a note, the rest is kept
         run_id = payload.get("run_id")
         row: dict[str, object] = {
             "event_time_unix_ms": time.time_ns() // 1_000_000,
             "run_id": run_id if isinstance(run_id, str) else None,
-            "payload": dict(payload),
+            "payload": text,
         }
-        self._append(("artifact", name), [row])
+        self._append(key, [(row, estimate_bytes(row))])
 
     # -- flushing --------------------------------------------------------------------------------
     def force_flush(self, timeout: float = 30.0) -> bool:
-        """Write every buffered row now.
+        """Write every buffered row now (in files of at most ``batch_rows`` rows).
 
         Args:
             timeout: Seconds to wait at most for a write in progress on the writer thread.
 
         Returns:
-            False if the rows could not all be written within ``timeout``, or if any write
-            failed since the previous flush.
+            False if the rows could not all be written within ``timeout``, or if any row was
+            dropped since the previous flush (see `dropped_rows`).
         """
         if not self._io_lock.acquire(timeout=max(timeout, 0.0)):
             return False
         try:
-            self._write(self._take(everything=True))
+            with self._cond:
+                chunks = self._pending.take(everything=True)
+            self._write(chunks)
         finally:
             self._io_lock.release()
         with self._cond:
@@ -195,79 +246,64 @@ class ParquetSink:
         self.close()
 
     # -- internals -------------------------------------------------------------------------------
-    def _append(self, key: _Key, rows: list[dict[str, object]]) -> None:
+    def _append(self, key: Key, rows: list[tuple[dict[str, object], int]]) -> None:
         if not rows:
             return
         with self._cond:
-            if self._closed:
-                self._failures += len(rows)
-                self._log_once(key, "received rows after close(); they are not stored")
-                return
-            buffer = self._buffers.setdefault(key, [])
-            wake = not buffer  # a new deadline, or a full batch, for the writer thread
+            closed = self._closed
+            taken, wake = (0, False) if closed else self._pending.add(key, rows)
+            self._failures += len(rows) - taken
+            if not closed:
+                self._overflow += len(rows) - taken
             if wake:
-                self._first_at[key] = time.monotonic()
-            buffer.extend(rows)
-            if wake or len(buffer) >= self._batch_rows:
                 self._cond.notify_all()
-
-    def _take(self, *, everything: bool) -> dict[_Key, list[dict[str, object]]]:
-        """Remove and return the buffers that are due (all of them when ``everything``)."""
-        now = time.monotonic()
-        with self._cond:
-            due = [
-                key
-                for key, rows in self._buffers.items()
-                if rows
-                and (
-                    everything
-                    or len(rows) >= self._batch_rows
-                    or now - self._first_at.get(key, now) >= self._interval
-                )
-            ]
-            taken = {key: self._buffers.pop(key) for key in due}
-            for key in due:
-                self._first_at.pop(key, None)
-            return taken
-
-    def _next_deadline(self) -> float | None:
-        if not self._first_at:
-            return None
-        return min(self._first_at.values()) + self._interval
+        if closed:
+            self._log_once(key, "received rows after close(); they are not stored")
+        elif taken < len(rows):
+            self._log_once(
+                _OVERFLOW_KEY,
+                f"dropped rows: its buffer holds {self.max_buffer_rows} rows or "
+                f"{self.max_buffer_bytes} bytes not yet written (the loss bound); "
+                "dropped rows are counted in dropped_rows",
+            )
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._closed:
-                    deadline = self._next_deadline()
                     now = time.monotonic()
-                    full = any(len(r) >= self._batch_rows for r in self._buffers.values())
-                    if full or (deadline is not None and deadline <= now):
+                    if self._pending.due(now):
                         break
-                    self._cond.wait(None if deadline is None else deadline - now)
+                    deadline = self._pending.next_deadline()
+                    self._cond.wait(None if deadline is None else max(deadline - now, 0.001))
                 if self._closed:
                     return
             with self._io_lock:
-                self._write(self._take(everything=False))
-
-    def _write(self, batches: dict[_Key, list[dict[str, object]]]) -> None:
-        for key, rows in batches.items():
-            try:
-                table, folder = self._to_table(key, rows)
-                self._write_file(table, folder)
-            except Exception:  # a storage failure must never reach the observed program
                 with self._cond:
-                    self._failures += len(rows)
-                self._log_once(key, f"could not write {len(rows)} rows", exc_info=True)
+                    chunks = self._pending.take(everything=False)
+                self._write(chunks)
+
+    def _write(self, chunks: list[Chunk]) -> None:
+        for chunk in chunks:
+            try:
+                table, folder = self._to_table(chunk.key, chunk.rows)
+                self._write_file(table, folder)
+            except Exception as exc:  # a storage failure must never reach the observed program
+                with self._cond:
+                    self._failures += len(chunk.rows)
+                # the type and frames only: a conversion error's message can quote a row's value
+                what = f"could not write {len(chunk.rows)} rows: {describe_exception(exc)}"
+                self._log_once(chunk.key, what)
             else:
                 self.files_written += 1
                 self.rows_written += table.num_rows
+            finally:
+                with self._cond:
+                    self._pending.release(chunk)
 
-    def _to_table(self, key: _Key, rows: list[dict[str, object]]) -> tuple[pa.Table, Path]:
+    def _to_table(self, key: Key, rows: list[dict[str, object]]) -> tuple[pa.Table, Path]:
         kind, name = key
         if kind == "artifact":
-            for row in rows:
-                row["payload"] = snapshot_text(row["payload"])  # a bad value: a note, kept
             return coerce_rows(rows, ARTIFACTS_SCHEMA), artifact_folder(self.path, name)
         schema = SCHEMAS.get(name)
         folder = table_folder(self.path, name)
@@ -315,17 +351,16 @@ class ParquetSink:
             except OSError:
                 continue
 
-    def _log_once(self, key: _Key, what: str, *, exc_info: bool = False) -> None:
+    def _log_once(self, key: Key, what: str) -> None:
         if key in self._logged:
             return
         self._logged.add(key)
+        where = "" if key == _OVERFLOW_KEY else f" for {key[0]} {key[1]}"
         _LOG.error(
-            "ParquetSink(%s) %s for %s %s (further errors for it are counted, not logged)",
+            "ParquetSink(%s) %s%s (further errors of this kind are counted, not logged)",
             self.path,
             what,
-            key[0],
-            key[1],
-            exc_info=exc_info,
+            where,
         )
 
 

@@ -16,6 +16,16 @@ table                  folder                                schema
 
 The session's list-files cache is disabled, so files written after the store was opened
 are seen by the next query.
+
+Damaged files never stop a query: when the store is opened, every file's footer is read
+(`footer_problem`: empty, truncated, not Parquet, wrong schema); when a query fails anyway,
+every file is read in full with DataFusion (`read_problem`, Rust panics included). A damaged
+file is skipped, reported once (``on_skip``, by default a warning on the
+``datafusion_otel.store`` logger) and listed in `RunStore.skipped_files`; its table is then
+served from the intact files (through a private folder of links to them, so files written
+later are seen after `RunStore.refresh`), and the query is run again. `RunStore.sql` is
+read-only: DataFusion's `SQLOptions` refuse DDL, DML and statements (``COPY``, ``CREATE``,
+``INSERT``, ``SET``, ``PREPARE``).
 """
 
 from __future__ import annotations
@@ -23,21 +33,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-from datafusion import SessionContext
+from datafusion import SessionContext, SQLOptions
 
 from datafusion_otel import attributes as attr
 from datafusion_otel.rollups import summarize_runs
 from datafusion_otel.schema_registry import SCHEMAS
-from datafusion_otel.store._layout import ARTIFACTS_SCHEMA, data_files, resolve_home
+from datafusion_otel.store._checks import must_propagate, one_line
+from datafusion_otel.store._layout import ARTIFACTS_SCHEMA, resolve_home
+from datafusion_otel.store._tables import StoreTables, TableSpec
 
 __all__ = ["STORE_TABLES", "RunDetails", "RunNotFoundError", "RunStore", "StoreError"]
+
+_REFUSED = re.compile(r"(?:DDL|DML|Statement) not supported: (.+)$")
 
 STORE_TABLES: dict[str, str] = {
     "runs": attr.RUNS_TABLE,
@@ -46,6 +60,10 @@ STORE_TABLES: dict[str, str] = {
     "cache_state": attr.CACHE_STATE_TABLE,
 }
 """SQL table name -> diagnostics table (and folder) name."""
+
+
+def _read_only() -> SQLOptions:
+    return SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 
 
 class StoreError(Exception):
@@ -86,12 +104,19 @@ class RunStore:
     """Open a run store (as written by `ParquetSink`) for SQL queries.
 
     Args:
-        path: Store folder. Default: ``$DATAFUSION_OTEL_HOME``, else ``./.datafusion-otel``.
+        path: Store folder (or a ``file://`` URI). Default: ``$DATAFUSION_OTEL_HOME``, else
+            ``./.datafusion-otel``.
         must_exist: Raise `StoreError` if the folder does not exist (instead of opening an
             empty store).
+        on_skip: Called once with the path and the reason of each damaged file skipped
+            (default: a warning on the ``datafusion_otel.store`` logger).
+        quiet_panics: Keep the message Rust prints when DataFusion panics on a damaged file
+            off stderr (redirects file descriptor 2 while a query runs; for command-line
+            programs).
 
     Raises:
-        StoreError: If ``must_exist`` and there is no folder at ``path``.
+        StoreError: If ``must_exist`` and there is no folder at ``path``, or ``path`` is a
+            URI whose scheme the store does not support yet.
 
     Example:
         >>> store = RunStore("/tmp/my-runs")  # doctest: +SKIP
@@ -99,46 +124,47 @@ class RunStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, must_exist: bool = False
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        must_exist: bool = False,
+        on_skip: Callable[[Path, str], None] | None = None,
+        quiet_panics: bool = False,
     ) -> None:
-        self.path = resolve_home(path)
+        try:
+            self.path = resolve_home(path)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from exc
         if must_exist and not self.path.is_dir():
-            raise StoreError(f"no run store at {self.path}")
+            what = "is not a folder" if self.path.exists() else "does not exist"
+            raise StoreError(f"no run store at {self.path} (it {what})")
+        tables = [
+            TableSpec(sql_name, self.path / folder, SCHEMAS[folder])
+            for sql_name, folder in STORE_TABLES.items()
+        ]
+        partition = (attr.ARTIFACT_PARTITION, pa.string())
+        tables.append(
+            TableSpec("artifacts", self.path / attr.ARTIFACTS_FOLDER, ARTIFACTS_SCHEMA, partition)
+        )
         self._ctx = SessionContext()
         self._ctx.sql("SET datafusion.runtime.list_files_cache_limit = '0'").collect()
-        self.refresh()
+        self._tables = StoreTables(
+            self._ctx, tables, on_skip=on_skip, quiet_panics=quiet_panics, error=StoreError
+        )
+        self._tables.refresh()
+
+    @property
+    def skipped_files(self) -> list[tuple[Path, str]]:
+        """The damaged files skipped so far, with the reason, in the order found."""
+        return self._tables.skipped
 
     def refresh(self) -> None:
-        """Register the store's tables again (needed only for folders created since)."""
-        for sql_name, folder in STORE_TABLES.items():
-            self._register(sql_name, self.path / folder, SCHEMAS[folder])
-        self._register(
-            "artifacts",
-            self.path / attr.ARTIFACTS_FOLDER,
-            ARTIFACTS_SCHEMA,
-            partition=(attr.ARTIFACT_PARTITION, pa.string()),
-        )
+        """Check new files and register the store's tables again.
 
-    def _register(
-        self,
-        name: str,
-        folder: Path,
-        schema: pa.Schema,
-        partition: tuple[str, pa.DataType] | None = None,
-    ) -> None:
-        if self._ctx.table_exist(name):
-            self._ctx.deregister_table(name)
-        if not folder.is_dir():  # nothing written yet: an empty table of the right shape
-            if partition is not None:
-                schema = schema.append(pa.field(*partition))
-            self._ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema)]])
-            return
-        self._ctx.register_parquet(
-            name,
-            str(folder) + os.sep,
-            schema=schema,
-            table_partition_cols=[partition] if partition else None,
-        )
+        Needed only for folders created since the store was opened, or, once a damaged file
+        was skipped, to see files written since.
+        """
+        self._tables.refresh()
 
     @property
     def ctx(self) -> SessionContext:
@@ -147,42 +173,36 @@ class RunStore:
 
     # -- queries -----------------------------------------------------------------------------
     def sql(self, query: str) -> pa.Table:
-        """Run ``query`` over the store's tables.
+        """Run ``query`` (one read-only statement) over the store's tables.
+
+        Damaged files are skipped (see the module docstring); the answer comes from the
+        intact files.
 
         Returns:
             The result as an Arrow table.
 
         Raises:
-            StoreError: For invalid SQL, or for a damaged file (the message names it).
+            StoreError: For invalid SQL, a statement that is not a query (DDL, DML, ``SET``,
+                ...), or a failure no damaged file explains.
         """
+        options = _read_only()
         try:
-            return self._ctx.sql(query).to_arrow_table()
-        except Exception as exc:
-            raise self._explain(exc) from exc
-
-    def _explain(self, exc: Exception) -> StoreError:
-        damaged = self.damaged_files()
-        if damaged:
-            path, reason = damaged[0]
-            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-            return StoreError(f"damaged store file {path}: {reason}{more}")
-        message = " ".join(str(exc).split())
-        return StoreError(message.removeprefix("DataFusion error: "))
+            self._ctx.sql_with_options(query, options)  # plan once: SQL errors are the user's
+        except BaseException as exc:
+            if must_propagate(exc):
+                raise
+            raise StoreError(_sql_message(exc)) from exc
+        return self._tables.recovering(
+            lambda: self._ctx.sql_with_options(query, options).to_arrow_table()
+        )
 
     def damaged_files(self) -> list[tuple[Path, str]]:
-        """Return every store file that is not a readable Parquet file, with the reason.
+        """Return every store file whose footer shows damage, and every file skipped so far.
 
         Only the store's table and artifact folders are checked (other folders, such as the
         demo's cached TPC-H data, are not part of the store).
         """
-        damaged: list[tuple[Path, str]] = []
-        folders = [*STORE_TABLES.values(), attr.ARTIFACTS_FOLDER]
-        for path in [f for folder in folders for f in data_files(self.path / folder)]:
-            try:
-                pq.read_metadata(path)
-            except Exception as exc:  # any reader failure means the file is unusable
-                damaged.append((path, " ".join(str(exc).split()) or type(exc).__name__))
-        return damaged
+        return self._tables.damaged_files()
 
     def run_count(self) -> int:
         """Return the number of runs in the store."""
@@ -291,14 +311,20 @@ class RunStore:
         """Return `datafusion_otel.rollups.summarize_runs` over this store's runs.
 
         Raises:
-            StoreError: For a damaged file.
+            StoreError: When a failure no damaged file explains stops the query.
+            ValueError: If ``bucket`` is not positive.
         """
-        try:
-            return summarize_runs(self._ctx, bucket=bucket)
-        except ValueError:
-            raise
-        except Exception as exc:
-            raise self._explain(exc) from exc
+        if bucket is not None and bucket.total_seconds() * 1000 < 1:
+            return summarize_runs(self._ctx, bucket=bucket)  # raises its ValueError
+        return self._tables.recovering(lambda: summarize_runs(self._ctx, bucket=bucket))
+
+
+def _sql_message(exc: BaseException) -> str:
+    message = one_line(exc).removeprefix("Error during planning: ")
+    refused = _REFUSED.search(message)
+    if refused:
+        return f"the store is read-only: only queries are allowed ({refused.group(1)} refused)"
+    return message
 
 
 def _parse_json(value: object) -> Any:
