@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import logging
 import mmap
 import os
@@ -154,15 +156,21 @@ class TestBoundedBuffer:
 class TestArtifactSnapshots:
     """An artifact is stored as it was when recorded; a bad one never takes others with it."""
 
-    def test_a_payload_that_is_not_json_drops_only_itself(self, tmp_path: Path) -> None:
+    def test_a_value_that_is_not_json_becomes_a_note_and_nothing_is_dropped(
+        self, tmp_path: Path
+    ) -> None:
         sink = ParquetSink(tmp_path, flush_interval=60)
         sink.record_artifact("a", {"run_id": "01", "n": 1})
-        sink.record_artifact("a", {"run_id": "02", "n": object()})
+        sink.record_artifact("a", {"run_id": "02", "n": object(), "m": float("nan")})
         sink.record_artifact("a", {"run_id": "03", "n": 3})
-        assert sink.force_flush(10) is False
-        assert sink.dropped_rows == 1
-        ids = RunStore(tmp_path).sql("SELECT run_id FROM artifacts ORDER BY run_id")
-        assert ids.column(0).to_pylist() == ["01", "03"]
+        assert sink.force_flush(10) is True
+        assert sink.dropped_rows == 0
+        rows = RunStore(tmp_path).sql("SELECT run_id, payload FROM artifacts ORDER BY run_id")
+        assert rows.column(0).to_pylist() == ["01", "02", "03"]
+        bad = json.loads(rows.column(1).to_pylist()[1])  # valid JSON: no NaN
+        assert bad["n"] is None and bad["m"] is None
+        notes = bad["datafusion_otel.notes"]
+        assert any("['n']" in note for note in notes) and any("['m']" in note for note in notes)
         sink.close()
 
     def test_a_payload_changed_after_recording_is_stored_as_recorded(self, tmp_path: Path) -> None:

@@ -151,7 +151,8 @@ class ParquetSink:
         """Rows this sink accepted a call for but will never store, for any reason.
 
         Over the buffer cap (see `overflow_rows`), a failed write, a row not matching its
-        table's schema, an artifact that is not JSON, or a row recorded after `close`.
+        table's schema, or a row recorded after `close` (a payload value JSON cannot hold is
+        not dropped: it becomes null with a note).
         """
         with self._cond:
             return self._failures
