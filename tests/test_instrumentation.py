@@ -196,7 +196,6 @@ class TestErrors:
 
         instrumentor = DataFusionInstrumentor()
         instrumentor.instrument(tracer_provider=BrokenProvider())
-        dropped = instrumentor.dropped_spans
         try:
             with caplog.at_level(logging.ERROR, logger="datafusion_otel.instrumentation"):
                 ctx = make_context()
@@ -207,8 +206,7 @@ class TestErrors:
         assert first == second == {"a": [1, 2, 3]}
         records = [r for r in caplog.records if r.name == "datafusion_otel.instrumentation"]
         assert len(records) == 1  # logged once, with context
-        assert "error in recording DataFrame.to_pydict" in records[0].getMessage()
-        assert instrumentor.dropped_spans == dropped + 2  # both lost spans are counted
+        assert "error in starting an execution span" in records[0].getMessage()
 
 
 class TestRuns:

@@ -21,7 +21,7 @@ from datafusion import DataFrame, RecordBatchStream
 from datafusion.record_batch import RecordBatch
 from opentelemetry import trace
 
-from datafusion_otel._stream_latch import StreamLatch
+from datafusion_otel._stream_latch import StreamLatch, partition_batches
 
 __all__ = ["CapturedDataFrame", "is_self_capturing"]
 
@@ -157,7 +157,11 @@ class CapturedDataFrame(DataFrame):
         return [_CapturingStream(s, group) for s in streams]
 
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
-        """Export as an Arrow C stream, re-routed through `execute_stream` to keep metrics."""
+        """Export as an Arrow C stream, re-routed to keep metrics.
+
+        The partitions of `execute_stream_partitioned` are read in order, lazily, as
+        DataFusion's own ``__arrow_c_stream__`` reads them (same row order, same laziness).
+        """
         if self._claimed or requested_schema is not None:
             return self._run(
                 lambda: super(CapturedDataFrame, self).__arrow_c_stream__(requested_schema),
@@ -165,7 +169,7 @@ class CapturedDataFrame(DataFrame):
                 note=_plan_lost("__arrow_c_stream__ with a requested schema"),
             )
         schema = self.schema()
-        batches = (batch.to_pyarrow() for batch in self.execute_stream())
+        batches = partition_batches(self.execute_stream_partitioned(), schema)
         reader = pa.RecordBatchReader.from_batches(schema, batches)
         return reader.__arrow_c_stream__()
 

@@ -2,15 +2,20 @@
 
 Shared by the plan-artifact bridge (which captures artifacts when the last stream ends) and the
 auto-instrumentation (which ends the execution span then): streams end in any order, on any
-thread, by exhaustion, an error, ``close()`` or garbage collection.
+thread, by exhaustion, an error, ``close()`` or garbage collection. Both also read
+``__arrow_c_stream__`` the way DataFusion does, partition after partition (`partition_batches`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["StreamLatch", "StreamOutcome"]
+import pyarrow as pa
+
+__all__ = ["StreamLatch", "StreamOutcome", "partition_batches"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,19 @@ class StreamLatch:
                 return None
             self._reported = True
             return StreamOutcome(self._exhausted, self._error)
+
+
+def partition_batches(streams: Iterable[Iterable[Any]], schema: pa.Schema) -> Iterator[Any]:
+    """Yield the batches of ``streams`` as ``pyarrow`` batches, partition after partition.
+
+    DataFusion's ``__arrow_c_stream__`` does the same (``PartitionedDataFrameStreamReader``):
+    the first partition to its end, then the next; nothing is read before it is asked for.
+    A batch whose schema differs from ``schema`` only in field metadata or nullability is
+    relabelled with ``schema``, as DataFusion's reader declares ``schema`` for every batch.
+    """
+    for stream in streams:
+        for batch in stream:
+            table = batch.to_pyarrow()
+            if not table.schema.equals(schema):
+                table = pa.RecordBatch.from_arrays(table.columns, schema=schema)
+            yield table

@@ -29,7 +29,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
-from datafusion_otel import _deferred
 from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import dispatcher
 from datafusion_otel.diagnostics import DiagnosticsSink
@@ -269,7 +268,6 @@ def force_flush(timeout: float = 30.0) -> bool:
     Returns:
         False if rows are pending, or were dropped or failed since the last flush.
     """
-    _deferred.flush()  # execution spans recorded off the query path, and their rows
     return dispatcher.force_flush(timeout)
 
 
