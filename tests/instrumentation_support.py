@@ -25,7 +25,7 @@ class Traced:
     instrumentor: DataFusionInstrumentor
 
     def spans(self) -> list[ReadableSpan]:
-        """Finished spans, after ``provider.force_flush()`` (which creates deferred spans)."""
+        """Finished spans (execution spans end on the calling thread: no flush is needed)."""
         self.provider.force_flush()
         return list(self.exporter.get_finished_spans())
 

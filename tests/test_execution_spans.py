@@ -259,3 +259,14 @@ def test_a_garbage_collected_stream_ends_its_span(traced: Traced) -> None:
     del stream
     gc.collect()
     assert len(finished_executions(traced)) == 1
+
+
+def test_an_arrow_reader_dropped_before_any_read_ends_its_span(traced: Traced) -> None:
+    """Found by DataFusion's own suite (a test skipped after ``from_stream(df)``)."""
+    reader = pa.RecordBatchReader.from_stream(make_context().sql("SELECT a FROM t"))
+    assert finished_executions(traced) == []
+    del reader
+    gc.collect()
+    (span,) = finished_executions(traced)
+    assert span.attributes is not None
+    assert span.attributes[attr.DATAFUSION_STREAM_EXHAUSTED] is False

@@ -174,10 +174,17 @@ def traced_batches(reader: Iterable[Any], group: StreamGroup) -> Iterator[Any]:
     """Yield the batches of ``reader`` (``pyarrow`` batches), ending the span with them.
 
     Used for ``__arrow_c_stream__``: each batch is read with the execution span current;
-    closing or dropping the generator (the consumer released the stream) ends the span too.
+    closing or dropping the iterator (the consumer released the stream) ends the span too,
+    even when it was never read (a generator that never started runs no ``finally``: a
+    finalizer covers that case).
     """
     end = _StreamEnd(group)
-    batches = iter(reader)
+    batches = _traced_batches(iter(reader), group, end)
+    weakref.finalize(batches, end.abandon).atexit = False
+    return batches
+
+
+def _traced_batches(batches: Iterator[Any], group: StreamGroup, end: _StreamEnd) -> Iterator[Any]:
     attach = otel_context.attach
     detach = otel_context.detach
     try:
