@@ -25,6 +25,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
+import datafusion_otel
 from datafusion_otel import attributes as attr
 from datafusion_otel import tracked_run
 from instrumentation_support import Traced, instrumented, make_context
@@ -258,6 +259,7 @@ def test_a_garbage_collected_stream_ends_its_span(traced: Traced) -> None:
     assert finished_executions(traced) == []
     del stream
     gc.collect()
+    datafusion_otel.force_flush(5)  # ended from the stream-ends thread, never inside the GC
     assert len(finished_executions(traced)) == 1
 
 
@@ -267,6 +269,43 @@ def test_an_arrow_reader_dropped_before_any_read_ends_its_span(traced: Traced) -
     assert finished_executions(traced) == []
     del reader
     gc.collect()
+    datafusion_otel.force_flush(5)
     (span,) = finished_executions(traced)
     assert span.attributes is not None
     assert span.attributes[attr.DATAFUSION_STREAM_EXHAUSTED] is False
+
+
+def test_a_stream_collected_inside_a_locked_processor_never_deadlocks() -> None:
+    """The collector may run a stream's finalizer inside a span processor holding its lock.
+
+    Found by DataFusion's own suite: a counting processor (a plain ``threading.Lock``) hung
+    for 300 s because a stream collected while it held its lock ended its span right there.
+    """
+    timed_out: list[str] = []
+
+    class LockedCounter(SpanProcessor):
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+            with self.lock:
+                gc.collect()  # the collector runs here, as it may at any allocation
+
+        def on_end(self, span: ReadableSpan) -> None:
+            if not self.lock.acquire(timeout=2):  # without the fix: held by this very thread
+                timed_out.append(span.name)
+                return
+            self.lock.release()
+
+    with instrumented() as t:
+        t.provider.add_span_processor(LockedCounter())
+        ctx = make_context()
+        stream = ctx.sql("SELECT a FROM t").execute_stream()
+        cycle: list[object] = [stream]
+        cycle.append(cycle)  # only the cycle collector frees it, inside on_start below
+        del stream, cycle
+        ctx.sql("SELECT b FROM t").collect()
+        datafusion_otel.force_flush(5)
+        names = sorted(s.name for s in finished_executions(t))
+    assert timed_out == []
+    assert names == ["SELECT t", "SELECT t"]

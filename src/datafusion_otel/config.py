@@ -268,6 +268,9 @@ def force_flush(timeout: float = 30.0) -> bool:
     Returns:
         False if rows are pending, or were dropped or failed since the last flush.
     """
+    from datafusion_otel._stream_latch import run_pending
+
+    run_pending()  # spans of garbage-collected streams, ended off the collector
     return dispatcher.force_flush(timeout)
 
 

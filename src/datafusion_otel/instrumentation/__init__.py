@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 
 from datafusion_otel import config
+from datafusion_otel._stream_latch import run_pending
 from datafusion_otel.instrumentation._execution import Tracing
 from datafusion_otel.instrumentation._options import InstrumentationOptions, resolve_options
 from datafusion_otel.instrumentation._query import clear_query_caches
@@ -181,4 +182,5 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 setattr(cls, name, original)
             self._originals = {}
             self._tracing = None
+        run_pending()  # the spans of streams collected before this call end now
         clear_query_caches()  # nothing of ours stays in the user's contexts

@@ -27,7 +27,12 @@ from datafusion.record_batch import RecordBatch, RecordBatchStream
 from opentelemetry import context as otel_context
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._stream_latch import StreamLatch, partition_batches
+from datafusion_otel._stream_latch import (
+    StreamLatch,
+    ensure_worker,
+    partition_batches,
+    run_later,
+)
 from datafusion_otel.bridge import is_self_capturing
 from datafusion_otel.instrumentation._execution import Execution, internal_error
 from datafusion_otel.instrumentation._execution import call_in as call_in_context
@@ -122,7 +127,8 @@ class TracedRecordBatchStream(RecordBatchStream):
     def __init__(self, inner: RecordBatchStream, group: StreamGroup) -> None:
         super().__init__(inner.rbs)
         self._end = _StreamEnd(group)
-        self._finalizer = weakref.finalize(self, self._end.abandon)
+        ensure_worker()
+        self._finalizer = weakref.finalize(self, run_later, self._end.abandon)
         self._finalizer.atexit = False
 
     def _count(self, batch: RecordBatch) -> None:
@@ -174,13 +180,14 @@ def traced_batches(reader: Iterable[Any], group: StreamGroup) -> Iterator[Any]:
     """Yield the batches of ``reader`` (``pyarrow`` batches), ending the span with them.
 
     Used for ``__arrow_c_stream__``: each batch is read with the execution span current;
-    closing or dropping the iterator (the consumer released the stream) ends the span too,
-    even when it was never read (a generator that never started runs no ``finally``: a
-    finalizer covers that case).
+    dropping the iterator (the consumer released the stream) ends the span too, from the
+    stream-ends thread (`datafusion_otel._stream_latch.run_later`), even when it was never
+    read (a generator that never started runs no ``except``: a finalizer covers that case).
     """
     end = _StreamEnd(group)
     batches = _traced_batches(iter(reader), group, end)
-    weakref.finalize(batches, end.abandon).atexit = False
+    ensure_worker()
+    weakref.finalize(batches, run_later, end.abandon).atexit = False
     return batches
 
 
@@ -198,16 +205,14 @@ def _traced_batches(batches: Iterator[Any], group: StreamGroup, end: _StreamEnd)
                 break
             group.add_rows(batch.num_rows)
             yield batch
-    except GeneratorExit:
-        end.abandon()
+    except GeneratorExit:  # dropped, maybe by the garbage collector: not here (see run_later)
+        run_later(end.abandon)
         raise
     except BaseException as exc:
         end.finish(exhausted=False, error=exc)
         raise
     else:
         end.finish(exhausted=True)
-    finally:
-        end.abandon()  # no-op unless the loop ended without passing above
 
 
 class _CapsuleHolder:
