@@ -5,8 +5,9 @@ opentelemetry-python-contrib: it is started on the calling thread before the Dat
 begins (the user's span processors get ``on_start`` there, in the caller's context), it is
 current on that thread while DataFusion runs (`Execution.context`: a Python UDF that DataFusion
 calls on that thread, and a log record made there, nest under it), and it ends on the thread
-where the work ends (the call returns or raises; a stream is exhausted, fails, is closed or is
-garbage-collected). A ``SimpleSpanProcessor`` sees it the moment it ends: nothing is deferred.
+where the work ends (the call returns or raises; a stream is exhausted, fails or is closed).
+A ``SimpleSpanProcessor`` sees it the moment it ends. Only a stream dropped without that ends
+its span from another thread (see `datafusion_otel._stream_latch.run_later`).
 
 Span placement:
 
