@@ -309,3 +309,25 @@ def test_a_stream_collected_inside_a_locked_processor_never_deadlocks() -> None:
         names = sorted(s.name for s in finished_executions(t))
     assert timed_out == []
     assert names == ["SELECT t", "SELECT t"]
+
+
+@pytest.mark.parametrize("hook", ["on_start", "on_end"])
+def test_a_raising_span_processor_never_reaches_the_query(hook: str) -> None:
+    """The SDK passes a processor's exception on; the instrumentor keeps it from the query."""
+
+    class Broken(SpanProcessor):
+        def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+            if hook == "on_start" and span.name != "r":
+                raise RuntimeError("on_start broke")
+
+        def on_end(self, span: ReadableSpan) -> None:
+            if hook == "on_end" and span.name != "r":
+                raise RuntimeError("on_end broke")
+
+    with instrumented() as t:
+        ctx = make_context()
+        with tracked_run(label="r"):
+            t.provider.add_span_processor(Broken())
+            df = ctx.sql("SELECT a FROM t ORDER BY a")  # a planning span would start here
+            assert df.to_pydict() == {"a": [1, 2, 3]}
+            assert [b.to_pyarrow().num_rows for b in df.execute_stream()] == [3]
