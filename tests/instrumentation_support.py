@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from datafusion_otel import DataFusionInstrumentor, config, configure
 from datafusion_otel import attributes as attr
+from datafusion_otel._stream_latch import run_pending
 
 
 @dataclass
@@ -25,7 +26,12 @@ class Traced:
     instrumentor: DataFusionInstrumentor
 
     def spans(self) -> list[ReadableSpan]:
-        """Finished spans, after ``provider.force_flush()`` (which creates deferred spans)."""
+        """Finished spans, once the spans of garbage-collected streams have ended.
+
+        Other execution spans end on the calling thread and need no flush; a stream dropped
+        without being closed ends its span from a worker thread (``force_flush`` waits).
+        """
+        run_pending()
         self.provider.force_flush()
         return list(self.exporter.get_finished_spans())
 

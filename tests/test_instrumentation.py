@@ -188,15 +188,16 @@ class TestErrors:
         assert span.name == "CREATE c t"
 
     def test_instrumentation_errors_never_reach_the_query(
-        self, caplog: pytest.LogCaptureFixture
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        monkeypatch.setattr(_execution, "_logged_sites", set())  # earlier tests logged sites
+
         class BrokenProvider(TracerProvider):
             def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
                 raise RuntimeError("tracer unavailable")
 
         instrumentor = DataFusionInstrumentor()
         instrumentor.instrument(tracer_provider=BrokenProvider())
-        dropped = instrumentor.dropped_spans
         try:
             with caplog.at_level(logging.ERROR, logger="datafusion_otel.instrumentation"):
                 ctx = make_context()
@@ -207,8 +208,7 @@ class TestErrors:
         assert first == second == {"a": [1, 2, 3]}
         records = [r for r in caplog.records if r.name == "datafusion_otel.instrumentation"]
         assert len(records) == 1  # logged once, with context
-        assert "error in recording DataFrame.to_pydict" in records[0].getMessage()
-        assert instrumentor.dropped_spans == dropped + 2  # both lost spans are counted
+        assert "error in starting an execution span" in records[0].getMessage()
 
 
 class TestRuns:

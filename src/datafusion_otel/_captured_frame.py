@@ -5,11 +5,13 @@ metrics come for free (no second run). The artifacts are captured once, at the f
 execution, and attached to the span current when that execution started (the run, or an
 execution span). Every executing method captures: the ones that keep the executed plan with
 runtime metrics, the others (``count``, ``show``, ``write_*``...) with the plan only and a note
-saying why; streams capture when exhausted, failed, closed or garbage-collected.
+saying why; streams capture when exhausted, failed, closed or garbage-collected (then on the
+stream-ends thread, `datafusion_otel._stream_latch.run_later`, never inside the collector).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -21,7 +23,7 @@ from datafusion import DataFrame, RecordBatchStream
 from datafusion.record_batch import RecordBatch
 from opentelemetry import trace
 
-from datafusion_otel._stream_latch import StreamLatch
+from datafusion_otel._stream_latch import StreamLatch, ensure_worker, partition_batches, run_later
 
 __all__ = ["CapturedDataFrame", "is_self_capturing"]
 
@@ -157,7 +159,11 @@ class CapturedDataFrame(DataFrame):
         return [_CapturingStream(s, group) for s in streams]
 
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
-        """Export as an Arrow C stream, re-routed through `execute_stream` to keep metrics."""
+        """Export as an Arrow C stream, re-routed to keep metrics.
+
+        The partitions of `execute_stream_partitioned` are read in order, lazily, as
+        DataFusion's own ``__arrow_c_stream__`` reads them (same row order, same laziness).
+        """
         if self._claimed or requested_schema is not None:
             return self._run(
                 lambda: super(CapturedDataFrame, self).__arrow_c_stream__(requested_schema),
@@ -165,7 +171,7 @@ class CapturedDataFrame(DataFrame):
                 note=_plan_lost("__arrow_c_stream__ with a requested schema"),
             )
         schema = self.schema()
-        batches = (batch.to_pyarrow() for batch in self.execute_stream())
+        batches = partition_batches(self.execute_stream_partitioned(), schema)
         reader = pa.RecordBatchReader.from_batches(schema, batches)
         return reader.__arrow_c_stream__()
 
@@ -252,6 +258,7 @@ class _CapturingStream(RecordBatchStream):
         super().__init__(stream.rbs)
         self._inner = stream  # keep it: an instrumented stream ends its span when collected
         self._group: _StreamGroup | None = group
+        ensure_worker()
 
     def _end(self, error: BaseException | None = None, *, partial: bool = False) -> None:
         group, self._group = self._group, None
@@ -298,7 +305,6 @@ class _CapturingStream(RecordBatchStream):
     def __del__(self) -> None:
         if sys.is_finalizing():  # nothing can be captured while the interpreter shuts down
             return
-        try:
-            self._end(partial=True)
-        except Exception:  # never raise from a finalizer
-            _LOG.debug("capture at stream garbage collection failed", exc_info=True)
+        group, self._group = self._group, None
+        if group is not None:  # captured on the stream-ends thread, never inside the GC
+            run_later(functools.partial(group.done, None, partial=True))

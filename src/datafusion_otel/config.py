@@ -30,7 +30,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
-from datafusion_otel import _deferred
 from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import dispatcher
 from datafusion_otel.diagnostics import DiagnosticsSink
@@ -319,16 +318,18 @@ def _export_processors() -> list[ExportSpanProcessor]:
 def force_flush(timeout: float = 30.0) -> bool:
     """Flush everything the package set up: the one call to make before the program exits.
 
-    Waits at most ``timeout`` seconds in total until execution spans recorded off the query
-    path exist, every span queued for the exporters `configure` attached is exported, and
+    Waits at most ``timeout`` seconds in total until the spans of garbage-collected streams
+    are ended, every span queued for the exporters `configure` attached is exported, and
     every queued diagnostics row reached its sink.
 
     Returns:
         False if anything is still pending at the deadline, or was dropped or failed since the
         last flush.
     """
+    from datafusion_otel._stream_latch import run_pending
+
     deadline = time.monotonic() + max(timeout, 0.0)
-    _deferred.flush()  # execution spans recorded off the query path, and their rows
+    run_pending()  # spans of garbage-collected streams, ended off the collector
     ok = True
     for export_processor in _export_processors():
         remaining = max(deadline - time.monotonic(), 0.0)

@@ -24,13 +24,16 @@ from collections.abc import Collection
 from typing import Any
 
 from datafusion import DataFrame, SessionContext
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,  # mypy does not see the class in 0.66b2; it is there at run time
 )
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 
-from datafusion_otel import _deferred
+from datafusion_otel import config
+from datafusion_otel._stream_latch import run_pending
 from datafusion_otel.instrumentation._execution import Tracing
 from datafusion_otel.instrumentation._options import InstrumentationOptions, resolve_options
 from datafusion_otel.instrumentation._query import clear_query_caches
@@ -54,10 +57,36 @@ __all__ = [
 
 _LOG = logging.getLogger("datafusion_otel.instrumentation")
 _MISSING = object()
+_NO_SDK_MESSAGE = (
+    "datafusion-otel: DataFusionInstrumentor found no OpenTelemetry SDK TracerProvider (none "
+    "passed, datafusion_otel.configure() not called, and the global provider is not an SDK "
+    "provider): execution spans are recorded in the local diagnostics tables only and "
+    "exported nowhere. With opentelemetry-instrument, install 'datafusion-otel[instrument]' "
+    "(it brings opentelemetry-distro, which sets the SDK up); otherwise call "
+    "datafusion_otel.configure(...) or pass tracer_provider=."
+)
+_warned_without_sdk = False
 
 
 class DataFusionInstrumentationWarning(UserWarning):
-    """Warns about an instrumentation call that was ignored (for example a second instrument)."""
+    """Warns about an instrumentation call that was ignored or that exports nothing.
+
+    For example a second ``instrument()``, or an ``instrument()`` with no OpenTelemetry SDK
+    set up (``opentelemetry-instrument`` without ``opentelemetry-distro``).
+    """
+
+
+def _warn_without_sdk(options: InstrumentationOptions) -> None:
+    """Warn once per process when execution spans can reach no SDK provider but the fallback."""
+    global _warned_without_sdk  # noqa: PLW0603 - once per process
+    if _warned_without_sdk or options.tracer_provider is not None:
+        return
+    if config._state["configured"] is not None:  # datafusion_otel.configure() was called
+        return
+    if isinstance(trace.get_tracer_provider(), SdkTracerProvider):
+        return
+    _warned_without_sdk = True
+    warnings.warn(_NO_SDK_MESSAGE, DataFusionInstrumentationWarning, stacklevel=3)
 
 
 class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -74,31 +103,6 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def instrumentation_dependencies(self) -> Collection[str]:
         """Return the instrumented library's requirement (``datafusion >= 55, < 56``)."""
         return _instruments
-
-    @property
-    def pending_spans(self) -> int:
-        """Execution spans recorded but not created yet (see `flush_spans`)."""
-        return len(_deferred.queue)
-
-    @property
-    def dropped_spans(self) -> int:
-        """Execution spans lost since the process started.
-
-        Counts spans dropped because too many were waiting, spans that could not be created,
-        and spans created during ``TracerProvider.shutdown()`` (exporters that were shut down
-        before may have missed them).
-        """
-        queue = _deferred.queue
-        return queue.dropped + queue.failed + queue.late
-
-    def flush_spans(self) -> int:
-        """Create every pending execution span now; return how many were created.
-
-        Span-only executions record their span and a background thread creates it within
-        about 0.1 s. ``datafusion_otel.force_flush()``, ``TracerProvider.force_flush()``,
-        `uninstrument` and interpreter exit do this too.
-        """
-        return _deferred.flush()
 
     @property
     def options(self) -> InstrumentationOptions | None:
@@ -148,6 +152,8 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             auto_run=auto_run,
         )
         super().instrument(options=options, **kwargs)
+        if self.is_instrumented_by_opentelemetry:
+            _warn_without_sdk(options)
 
     def _instrument(self, **kwargs: Any) -> None:
         options = kwargs.get("options")
@@ -176,5 +182,5 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 setattr(cls, name, original)
             self._originals = {}
             self._tracing = None
-        _deferred.flush()  # the spans of executions before this call exist afterwards
+        run_pending()  # the spans of streams collected before this call end now
         clear_query_caches()  # nothing of ours stays in the user's contexts

@@ -1,5 +1,14 @@
 """One traced execution: its span, its run (when it is one), its end, and artifact capture.
 
+An execution span is an ordinary OpenTelemetry span, as in the instrumentations of
+opentelemetry-python-contrib: it is started on the calling thread before the DataFusion work
+begins (the user's span processors get ``on_start`` there, in the caller's context), it is
+current on that thread while DataFusion runs (`Execution.context`: a Python UDF that DataFusion
+calls on that thread, and a log record made there, nest under it), and it ends on the thread
+where the work ends (the call returns or raises; a stream is exhausted, fails or is closed).
+A ``SimpleSpanProcessor`` sees it the moment it ends. Only a stream dropped without that ends
+its span from another thread (see `datafusion_otel._stream_latch.run_later`).
+
 Span placement:
 
 * Inside a run (`datafusion_otel.runs.current_run`) or under any active span, the execution
@@ -15,15 +24,8 @@ Span placement:
 * The start attributes of an execution are built once per query text, session and method
   (`start_attributes`) and shared by its executions.
 
-When the span is created: in span-only mode (no artifact capture, not a DataFrame compiled by
-the bridge) an execution is *deferred*: the call only records its start and end time, its
-parent context and its result figures, and `datafusion_otel._deferred` creates the span off
-the query path, with those times, within about 0.1 s (or at the next flush). Such a span is
-not made current during the call: nothing can be its child. A failing execution, or one with
-artifact capture, creates its span at once (the exception event or the artifacts need it).
-Successful span-only calls of the value-returning methods do not even build an `Execution` on
-the query path: `datafusion_otel.instrumentation._recorded` records them as a tuple and calls
-`Tracing.execution` and `Execution.end_recorded` when the record is materialized.
+With artifact capture on, the artifacts are captured on the thread where the work ended,
+right after it, and the span ends once they are attached (its end time is the call's end).
 
 Nothing here raises into the user's program: instrumentation errors are logged once per site
 on the ``datafusion_otel.instrumentation`` logger and the query runs untraced or half-traced.
@@ -35,8 +37,7 @@ import contextvars
 import functools
 import logging
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -46,7 +47,6 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel import _deferred
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._errors import error_text, record_exception
@@ -56,13 +56,14 @@ from datafusion_otel.config import exports_from, processor_for, resolve_provider
 from datafusion_otel.instrumentation._options import InstrumentationOptions
 from datafusion_otel.instrumentation._query import QueryInfo, cacheable, query_text, span_name
 from datafusion_otel.instrumentation.version import __version__
-from datafusion_otel.runs import current_run
+from datafusion_otel.runs import RUN_STACK, current_run
 from datafusion_otel.sanitize import QuerySummary, SqlTextPolicy
 
 __all__ = [
     "INSIDE",
     "Execution",
     "Tracing",
+    "call_in",
     "internal_error",
     "start_attributes",
 ]
@@ -70,7 +71,6 @@ __all__ = [
 _LOG = logging.getLogger("datafusion_otel.instrumentation")
 _PLAN_NOT_KEPT = "this execution path does not keep the executed plan: no runtime metrics"
 _END_LOCK = threading.Lock()
-_ROOT_CONTEXT = otel_context.Context()  # the parent of auto runs: none
 INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "datafusion_otel_inside_instrumented_call", default=False
 )
@@ -109,17 +109,11 @@ class Tracing:
         self._with_processor: trace.TracerProvider | None = None
 
     def tracer(self) -> tuple[trace.TracerProvider, trace.Tracer]:
-        """Return the provider and tracer for a new execution span.
-
-        The first time a provider is used it gets the `datafusion_otel._deferred.FlushHook`,
-        so that its ``force_flush()`` creates the spans recorded so far.
-        """
+        """Return the provider and tracer for a new execution span."""
         provider = self.options.tracer_provider or resolve_provider()
         current = self._current
         if current is None or current[0] is not provider:
             tracer = provider.get_tracer(attr.TRACER_NAME, __version__)
-            if isinstance(provider, SdkTracerProvider):
-                _deferred.hook(provider)
             current = self._current = (provider, tracer)
         return current
 
@@ -129,82 +123,32 @@ class Tracing:
         summary: QuerySummary,
         info: QueryInfo,
         parent: otel_context.Context,
-        *,
-        defer: bool,
-        start_ns: int | None = None,
     ) -> Execution | None:
-        """Start one execution; None if that failed (the query then runs untraced).
+        """Start one execution span now, in ``parent``; None if that failed (untraced query).
 
         Args:
             method: ``"DataFrame.collect"``...
             summary: What the query does (names the span).
             info: What is known about the query.
             parent: The context of the user's call.
-            defer: Only record the span now and create it off the query path (see
-                `datafusion_otel._deferred`), unless something needs it earlier (an error,
-                artifact capture).
-            start_ns: When the execution started (default: now).
         """
         try:
-            return self.execution(
-                self.tracer(),
-                method,
-                summary,
-                info,
-                parent,
-                current_run() is not None,
-                defer=defer,
-                start_ns=time.time_ns() if start_ns is None else start_ns,
+            provider, tracer = self.tracer()
+            is_run = (
+                self.options.auto_run
+                and (RUN_STACK.get() == () or current_run() is None)
+                and not trace.get_current_span(parent).get_span_context().is_valid
+            )
+            if is_run and provider is not self._with_processor:
+                if isinstance(provider, SdkTracerProvider):
+                    processor_for(provider)  # rows of auto runs reach the diagnostics tables
+                self._with_processor = provider
+            return Execution(
+                self, tracer, method, summary, parent, info, provider if is_run else None
             )
         except Exception:
             internal_error("starting an execution span")
             return None
-
-    def execution(
-        self,
-        current: tuple[trace.TracerProvider, trace.Tracer],
-        method: str,
-        summary: QuerySummary,
-        info: QueryInfo,
-        parent: otel_context.Context,
-        in_run: bool,
-        *,
-        defer: bool,
-        start_ns: int,
-    ) -> Execution:
-        """Return the `Execution` of a call made in ``parent``, inside a run or not.
-
-        Args:
-            current: The provider and tracer (`tracer`) at the time of the call.
-            method: ``"DataFrame.collect"``...
-            summary: What the query does (names the span).
-            info: What is known about the query.
-            parent: The context of the user's call.
-            in_run: Whether a run (`current_run`) was current at the time of the call.
-            defer: Create the span only when it is needed (see `begin`).
-            start_ns: When the execution started.
-        """
-        provider, tracer = current
-        is_run = (
-            self.options.auto_run
-            and not in_run
-            and not trace.get_current_span(parent).get_span_context().is_valid
-        )
-        if is_run and provider is not self._with_processor:
-            if isinstance(provider, SdkTracerProvider):
-                processor_for(provider)  # rows of auto runs reach the diagnostics tables
-            self._with_processor = provider
-        return Execution(
-            self,
-            tracer,
-            method,
-            summary,
-            _ROOT_CONTEXT if is_run else parent,
-            info,
-            run_provider=provider if is_run else None,
-            defer=defer,
-            start_ns=start_ns,
-        )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -243,26 +187,11 @@ def start_attributes(
 class Execution:
     """The span of one execution, from the user's call to the end of its result.
 
-    A deferred execution creates no span until it ends: it is then queued and its span is
-    created later with the recorded start and end times (`materialize`). Reading `span`
-    creates it at once (artifact capture and errors need it).
+    The span is started when the `Execution` is built, in the caller's context; `context` is
+    the caller's context with the span current, to attach while DataFusion works.
     """
 
-    __slots__ = (
-        "_end_ns",
-        "_ended",
-        "_ending",
-        "_method",
-        "_parent",
-        "_run_provider",
-        "_span",
-        "_start_ns",
-        "_summary",
-        "_token",
-        "_tracer",
-        "info",
-        "tracing",
-    )
+    __slots__ = ("_ended", "_run_provider", "context", "info", "span", "tracing")
 
     def __init__(
         self,
@@ -272,72 +201,26 @@ class Execution:
         summary: QuerySummary,
         parent: otel_context.Context,
         info: QueryInfo,
-        *,
         run_provider: trace.TracerProvider | None,
-        defer: bool,
-        start_ns: int,
     ) -> None:
         self.tracing = tracing
         self.info = info
-        self._tracer = tracer
-        self._method = method
-        self._summary = summary
-        self._parent = parent
         self._run_provider = run_provider  # the span's provider if it is an auto run, else None
-        self._token: object | None = None
         self._ended = False
-        self._ending: dict[str, AttributeValue] | None = None
-        self._end_ns: int | None = None
-        self._start_ns = start_ns
-        self._span: trace.Span | None = None
-        if not defer:
-            self._span = self._start()
-
-    def _start(self) -> trace.Span:
-        info = self.info
         sql = info.sql
         build = start_attributes if sql is None or cacheable(sql) else start_attributes.__wrapped__
-        name, attributes = build(
-            self._method, self._summary, sql, info.session_id, self.tracing.options.sql_text
-        )
-        return self._tracer.start_span(
-            name,
-            context=self._parent,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            start_time=self._start_ns,
-        )
-
-    @property
-    def span(self) -> trace.Span:
-        """The execution span (created now if it was deferred)."""
-        span = self._span
-        if span is None:
-            span = self._span = self._start()
-        return span
+        name, attributes = build(method, summary, sql, info.session_id, tracing.options.sql_text)
+        # An auto run's parent context holds no valid span, so the span is a root span; the
+        # caller's other context values (baggage...) stay visible to processors and children.
+        span = tracer.start_span(name, parent, SpanKind.CLIENT, attributes)
+        self.span: trace.Span = span
+        self.context: otel_context.Context = trace.set_span_in_context(span, parent)
+        """The caller's context with the execution span current."""
 
     @property
     def is_run(self) -> bool:
         """Whether the execution span is the root span of its own run (auto run)."""
         return self._run_provider is not None
-
-    def activate(self) -> None:
-        """Make the span current for the duration of the user's call (if it exists yet)."""
-        if self._span is None:
-            return  # deferred: nothing may parent to a span that does not exist yet
-        try:
-            self._token = otel_context.attach(trace.set_span_in_context(self._span))
-        except Exception:
-            internal_error("activating an execution span")
-
-    def deactivate(self) -> None:
-        """Undo `activate`."""
-        token, self._token = self._token, None
-        if token is not None:
-            try:
-                otel_context.detach(token)  # type: ignore[arg-type]
-            except Exception:
-                internal_error("deactivating an execution span")
 
     def capture(self, df: Any, *, executed: bool, error: BaseException | None = None) -> None:
         """Attach plan artifacts of ``df`` to the span when capture is on; never raises.
@@ -358,6 +241,27 @@ class Execution:
             return
         _capture(df, self.span, self.info.sql, executed, ctx=self.info.ctx, tracing=self.tracing)
 
+    def conclude(
+        self,
+        df: Any,
+        *,
+        executed: bool,
+        error: BaseException | None = None,
+        rows: int | None = None,
+        partitions: int | None = None,
+        extra: dict[str, AttributeValue] | None = None,
+        end_ns: int | None = None,
+    ) -> None:
+        """Capture the artifacts of ``df`` (`capture`), then end the span (`end`).
+
+        The span ends even if the capture is interrupted: a ``KeyboardInterrupt`` arriving
+        there still propagates, as it would without instrumentation, after the span ended.
+        """
+        try:
+            self.capture(df, executed=executed, error=error)
+        finally:
+            self.end(rows=rows, partitions=partitions, error=error, extra=extra, end_ns=end_ns)
+
     def end(
         self,
         *,
@@ -365,6 +269,7 @@ class Execution:
         partitions: int | None = None,
         error: BaseException | None = None,
         extra: dict[str, AttributeValue] | None = None,
+        end_ns: int | None = None,
     ) -> None:
         """End the span once (later calls do nothing); never raises.
 
@@ -373,6 +278,7 @@ class Execution:
             partitions: ``datafusion.partition_count``, when known.
             error: The exception that ended the execution, if any.
             extra: More attributes to set.
+            end_ns: When the work ended (default: now).
         """
         with _END_LOCK:  # a stream may end in its consumer and in a finalizer at once
             if self._ended:
@@ -384,43 +290,17 @@ class Execution:
                 ending[attr.DB_RESPONSE_RETURNED_ROWS] = rows
             if partitions is not None:
                 ending[attr.DATAFUSION_PARTITION_COUNT] = partitions
-            if error is None and self._span is None:
-                self._ending = ending
-                self._end_ns = time.time_ns()
-                _deferred.queue.add(self)  # the span is created off the query path
-                return
-            self._finish(self.span, ending, error)
+            self._finish(ending, error, end_ns)
         except Exception:
             internal_error("ending an execution span")
 
-    def materialize(self) -> None:
-        """Create and end the deferred span with its recorded times (called off the query path)."""
-        self._finish(self.span, self._ending or {}, None, end_ns=self._end_ns)
-
-    def end_recorded(self, end_ns: int, rows: int | None, partitions: int | None) -> None:
-        """End a successful execution that ended at ``end_ns`` (off the query path); may raise.
-
-        Args:
-            end_ns: When the user's call returned.
-            rows: ``db.response.returned_rows``, when known.
-            partitions: ``datafusion.partition_count``, when known.
-        """
-        self._ended = True
-        ending: dict[str, AttributeValue] = {}
-        if rows is not None:
-            ending[attr.DB_RESPONSE_RETURNED_ROWS] = rows
-        if partitions is not None:
-            ending[attr.DATAFUSION_PARTITION_COUNT] = partitions
-        self._finish(self.span, ending, None, end_ns=end_ns)
-
     def _finish(
         self,
-        span: trace.Span,
         ending: dict[str, AttributeValue],
         error: BaseException | None,
-        *,
-        end_ns: int | None = None,
+        end_ns: int | None,
     ) -> None:
+        span = self.span
         provider = self._run_provider
         if provider is not None:
             # The run's label is the span name, its status "completed" unless it failed and
@@ -449,9 +329,30 @@ class Execution:
                         "error_message": message,
                     }
                 )
-        if ending:
-            span.set_attributes(ending)
-        span.end(end_time=end_ns)
+        try:
+            if ending:
+                span.set_attributes(ending)
+        finally:
+            span.end(end_ns)
+
+
+def call_in(
+    execution: Execution,
+    original: Callable[..., Any],
+    target: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call ``original`` with the execution span current; a failure ends the span, re-raised."""
+    token = otel_context.attach(execution.context)
+    try:
+        result = original(target, *args, **kwargs)
+    except BaseException as exc:
+        otel_context.detach(token)
+        execution.end(error=exc)
+        raise
+    otel_context.detach(token)
+    return result
 
 
 def _capture(

@@ -1,9 +1,10 @@
 """The wrappers patched onto ``datafusion.DataFrame`` and ``datafusion.SessionContext``.
 
-Two calls take a short path: a span-only execution that returns a value (``collect``,
-``to_pandas``..., see `datafusion_otel.instrumentation._recorded`) and a lazy
-``SessionContext.sql`` (it only stores the cached `QueryInfo` of its text in the returned
-DataFrame). Everything else takes the general path described here.
+A span-only execution that returns a value (``collect``, ``to_pandas``...) takes the short
+path of `datafusion_otel.instrumentation._values`; ``SessionContext.sql`` is wrapped by
+`datafusion_otel.instrumentation._sql`. Everything else takes the general path described here:
+the execution span is started in the caller's context, current while DataFusion runs, and
+ended when the result is complete (for streams: see `datafusion_otel.instrumentation._streams`).
 
 Each wrapper first asks `is_instrumentation_enabled()` and whether it runs inside another
 instrumented call (a context variable): nested calls (``tail`` -> ``count``, ``__iter__`` ->
@@ -14,8 +15,8 @@ the original, so each user call gives exactly one execution span.
 Re-routing (only with ``capture_plan_artifacts=True``), so operator metrics exist:
 
 * ``count`` runs the same ``count(*)`` aggregate as DataFusion, as a DataFrame it keeps;
-* ``__arrow_c_stream__`` (``pa.table(df)``, ``polars.DataFrame(df)``) reads through
-  ``execute_stream`` when no ``requested_schema`` is given.
+* ``__arrow_c_stream__`` (``pa.table(df)``, ``polars.DataFrame(df)``) reads the partitions of
+  ``execute_stream_partitioned`` in order, lazily, when no ``requested_schema`` is given.
 
 Not re-routed, so the bridge gets them with ``executed=False`` (plans, no runtime metrics):
 ``show`` (its printed format is DataFusion's own), ``collect_column``, ``cache``, ``describe``,
@@ -26,45 +27,41 @@ Not re-routed, so the bridge gets them with ``executed=False`` (plans, no runtim
 from __future__ import annotations
 
 import functools
-import itertools
 import operator
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import pyarrow as pa
 from datafusion import DataFrame, SessionContext
 from datafusion import functions as f
 from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.context import Context
 
-from datafusion_otel.bridge import is_self_capturing
 from datafusion_otel.instrumentation._execution import (
     INSIDE,
-    Execution,
     Tracing,
+    call_in,
     internal_error,
 )
 from datafusion_otel.instrumentation._query import (
-    INFO_ATTR,
-    QUERIES_ATTR,
     QueryInfo,
     info_for,
-    query_info,
     remember,
-    sql_summary,
     summary_for,
 )
-from datafusion_otel.instrumentation._recorded import (
-    SUPPRESS_KEY_PLAIN,
-    partition_count,
-    value_wrapper,
-)
+from datafusion_otel.instrumentation._sql import sql_wrapper
 from datafusion_otel.instrumentation._streams import (
     StreamGroup,
     TracedRecordBatchStream,
-    traced_batches,
+    arrow_c_stream,
+    traced_streams,
+)
+from datafusion_otel.instrumentation._values import (
+    SUPPRESS_KEY_PLAIN,
+    partition_count,
+    value_wrapper,
 )
 from datafusion_otel.sanitize import QuerySummary
 
@@ -143,16 +140,6 @@ CONTEXT_METHODS: tuple[str, ...] = ("sql", "sql_with_options", "execute")
 """``SessionContext`` methods that are patched."""
 
 
-class _CapsuleHolder:
-    """Hands an already exported Arrow C stream capsule to ``pa.RecordBatchReader.from_stream``."""
-
-    def __init__(self, capsule: object) -> None:
-        self._capsule = capsule
-
-    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
-        return self._capsule
-
-
 def make_wrapper(
     cls: type, name: str, original: Callable[..., Any], tracing: Tracing
 ) -> Callable[..., Any]:
@@ -170,7 +157,7 @@ def make_wrapper(
     if cls is SessionContext:
         method = f"SessionContext.{name}"
         if name != "execute":
-            return _sql_wrapper(method, original, tracing, nests=name == "sql_with_options")
+            return sql_wrapper(method, original, tracing, nests=name == "sql_with_options")
         handler: Callable[..., Any] = _traced_context_execute
     else:
         spec = DATAFRAME_METHODS[name]
@@ -222,62 +209,6 @@ def make_wrapper(
     return wrapper
 
 
-def _sql_wrapper(
-    method: str, original: Callable[..., Any], tracing: Tracing, *, nests: bool
-) -> Callable[..., Any]:
-    """``SessionContext.sql`` / ``sql_with_options``: a lazy statement only names its DataFrame.
-
-    Under ``suppress_instrumentation()`` nothing is remembered either: a DataFrame created
-    there carries no SQL text into the spans of its later executions. ``nests``: the original
-    calls another patched method (``sql_with_options`` calls ``sql``), which must pass
-    straight through.
-    """
-    inside = INSIDE
-    current = otel_context.get_current
-
-    @functools.wraps(original)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not tracing.active or inside.get():
-            return original(self, *args, **kwargs)
-        parent = current()
-        if parent.get(_SUPPRESS_KEY) or parent.get(SUPPRESS_KEY_PLAIN):
-            return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
-        query = args[0] if args else kwargs.get("query")
-        try:
-            queries = self.__dict__.get(QUERIES_ATTR)  # the cache `query_info` fills
-            info = queries.get(query) if queries is not None and type(query) is str else None
-            if info is None:
-                info = query_info(self, query)
-        except Exception:
-            internal_error("remembering SQL")
-            return original(self, *args, **kwargs)
-        if info is None or not info.eager:  # lazy: the DataFrame executes (and is traced) later
-            if nests:
-                token = inside.set(True)
-                try:
-                    result = original(self, *args, **kwargs)
-                finally:
-                    inside.reset(token)
-            else:
-                result = original(self, *args, **kwargs)
-            if info is not None:
-                try:
-                    result.__dict__[INFO_ATTR] = info  # what `remember` does
-                except Exception:
-                    internal_error("remembering SQL")
-            return result
-        token = inside.set(True)  # eager (DDL...): traced now, nested calls delegate
-        try:
-            text = cast("str", query)  # query_info returned an info: the query is text
-            return _traced_eager_sql(
-                tracing, method, original, self, args, kwargs, parent, info, text
-            )
-        finally:
-            inside.reset(token)
-
-    return wrapper
-
-
 def _traced_dataframe_call(
     spec: MethodSpec,
     tracing: Tracing,
@@ -296,30 +227,28 @@ def _traced_dataframe_call(
     except Exception:
         internal_error(f"naming {method}")
         return original(df, *args, **kwargs)
-    capture = tracing.options.capture_plan_artifacts
-    # span-only: the span is created off the query path (unless an error needs it now)
-    execution = tracing.begin(
-        method, summary, info, parent, defer=not capture and not is_self_capturing(df)
-    )
+    execution = tracing.begin(method, summary, info, parent)
     if execution is None:
         return original(df, *args, **kwargs)
+    capture = tracing.capture
     if spec.kind == "capsule":
-        return _arrow_c_stream(execution, original, df, args, kwargs, capture=capture)
+        return arrow_c_stream(execution, original, df, args, kwargs, capture=capture)
     executed_df = df
-    execution.activate()
+    token = otel_context.attach(execution.context)
     try:
         if capture and method == "DataFrame.count" and not args and not kwargs:
             result, executed_df = _count_keeping_plan(df)
         else:
             result = original(df, *args, **kwargs)
     except BaseException as exc:
-        execution.deactivate()
-        execution.capture(executed_df, executed=False, error=exc)
-        execution.end(error=exc)
+        otel_context.detach(token)
+        end_ns = time.time_ns()
+        execution.conclude(executed_df, executed=False, error=exc, end_ns=end_ns)
         raise
-    execution.deactivate()
+    otel_context.detach(token)
+    end_ns = time.time_ns()  # artifacts are captured below; the span ends at the call's end
     if spec.kind in ("stream", "streams"):
-        return _traced_streams(execution, df, result, streams=spec.kind == "streams")
+        return traced_streams(execution, df, result, streams=spec.kind == "streams")
     try:
         rows = spec.rows(result) if spec.rows is not None else None
         partitions = None
@@ -332,8 +261,10 @@ def _traced_dataframe_call(
     except Exception:
         internal_error(f"reading the result of {method}")
         rows = partitions = None
-    execution.capture(executed_df, executed=spec.keeps_plan or executed_df is not df)
-    execution.end(rows=rows, partitions=partitions)
+    executed = spec.keeps_plan or executed_df is not df
+    execution.conclude(
+        executed_df, executed=executed, rows=rows, partitions=partitions, end_ns=end_ns
+    )
     return result
 
 
@@ -346,105 +277,6 @@ def _count_keeping_plan(df: Any) -> tuple[int, Any]:
         return int(df.count()), df
     batches = counting.collect()
     return int(batches[0].column(0)[0].as_py()), counting
-
-
-def _traced_streams(execution: Execution, df: Any, result: Any, *, streams: bool) -> Any:
-    try:
-        if streams:
-            group = StreamGroup(execution, len(result), df, partitions=len(result))
-            if not result:  # no partition: nothing will end the span but this
-                group.stream_done(exhausted=True)
-            return [TracedRecordBatchStream(s, group) for s in result]
-        partitions = None
-        try:
-            partitions = df.execution_plan().partition_count
-        except Exception:
-            internal_error("reading the partition count of a stream")
-        return TracedRecordBatchStream(result, StreamGroup(execution, 1, df, partitions))
-    except Exception:
-        internal_error("tracing a stream")
-        execution.end()
-        return result
-
-
-def _arrow_c_stream(
-    execution: Execution,
-    original: Callable[..., Any],
-    df: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    capture: bool,
-) -> object:
-    """Export ``df`` as an Arrow C stream whose span ends when the consumer is done with it."""
-    requested = args[0] if args else kwargs.get("requested_schema")
-    if capture and requested is None:
-        try:
-            stream = df.execute_stream()
-            first = next(stream, None)
-            head = [] if first is None else [first.to_pyarrow()]
-            schema = head[0].schema if head else df.schema()
-            batches = itertools.chain(head, (b.to_pyarrow() for b in stream))
-        except BaseException as exc:
-            execution.capture(df, executed=True)
-            execution.end(error=exc)
-            raise
-        group = StreamGroup(execution, 1, df)
-        reader = pa.RecordBatchReader.from_batches(schema, traced_batches(batches, group))
-        return reader.__arrow_c_stream__()
-    try:
-        capsule = original(df, *args, **kwargs)
-    except BaseException as exc:
-        execution.end(error=exc)
-        raise
-    try:
-        inner = pa.RecordBatchReader.from_stream(_CapsuleHolder(capsule))
-        group = StreamGroup(execution, 1, df if capture or is_self_capturing(df) else None)
-        reader = pa.RecordBatchReader.from_batches(inner.schema, traced_batches(inner, group))
-        return reader.__arrow_c_stream__()
-    except Exception:
-        internal_error("tracing an Arrow C stream")
-        execution.end()
-        return capsule
-
-
-def _traced_eager_sql(
-    tracing: Tracing,
-    method: str,
-    original: Callable[..., Any],
-    ctx: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    parent: Context,
-    info: QueryInfo,
-    query: str,
-) -> Any:
-    """Trace a statement that ``SessionContext.sql`` executes before returning (DDL...)."""
-    execution = tracing.begin(method, sql_summary(query), info, parent, defer=True)
-    if execution is None:
-        return original(ctx, *args, **kwargs)
-    result = _call_in(execution, original, ctx, args, kwargs)
-    execution.end()
-    return result
-
-
-def _call_in(
-    execution: Execution,
-    original: Callable[..., Any],
-    target: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Call ``original`` with the execution span current; a failure ends the span, re-raised."""
-    execution.activate()
-    try:
-        result = original(target, *args, **kwargs)
-    except BaseException as exc:
-        execution.deactivate()
-        execution.end(error=exc)
-        raise
-    execution.deactivate()
-    return result
 
 
 def _traced_context_execute(
@@ -464,10 +296,10 @@ def _traced_context_execute(
     except Exception:
         internal_error("naming SessionContext.execute")
         return original(ctx, *args, **kwargs)
-    execution = tracing.begin(method, summary, info, parent, defer=True)
+    execution = tracing.begin(method, summary, info, parent)
     if execution is None:
         return original(ctx, *args, **kwargs)
-    result = _call_in(execution, original, ctx, args, kwargs)
+    result = call_in(execution, original, ctx, args, kwargs)
     try:
         plan = args[0] if args else kwargs.get("plan")
         partitions = plan.partition_count if plan is not None else None
