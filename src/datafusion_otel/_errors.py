@@ -2,13 +2,18 @@
 
 Error messages quote what they failed on, and DataFusion's quote the query's literals
 (``Cannot cast string 'alice@example.com' to value of Int32 type``). Under the default policy
-their text goes through `sanitize.sanitize_sql` before it reaches a span, a row or a file. The
-policy for runs comes from ``DATAFUSION_OTEL_SQL_TEXT`` (``sanitized`` by default, ``raw`` to
-keep texts as they are); the auto-instrumentation uses its own ``sql_text`` option.
+their text goes through the same machinery as plan texts (`_redact`): when the SQL text of the
+failing query is known (passed as ``sql``, or remembered on the exception with `remember_sql`)
+every rendering of its literals is redacted and names stay readable (``table 'orders' not
+found``); when it is not known, every quoted string and number of the message becomes ``?``.
+A message that still holds a rendering is withheld. The policy for runs comes from
+``DATAFUSION_OTEL_SQL_TEXT`` (``sanitized`` by default, ``raw`` to keep texts as they are); the
+auto-instrumentation uses its own ``sql_text`` option.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import traceback
@@ -16,14 +21,22 @@ import traceback
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel.sanitize import SqlTextPolicy, sanitize_sql
+from datafusion_otel._literals import sql_literals
+from datafusion_otel._redact import WITHHELD, Redactor, count_withheld, structural
+from datafusion_otel.sanitize import SqlTextPolicy
 
-__all__ = ["error_text", "record_exception", "run_policy"]
+__all__ = ["error_text", "exception_text", "record_exception", "remember_sql", "run_policy"]
 
 SQL_TEXT_ENV = "DATAFUSION_OTEL_SQL_TEXT"
 _FRAME = '  File "'
 """Traceback frame location lines (file, line number, function) are kept as they are."""
 _DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_SQL_ATTRIBUTE = "__datafusion_otel_sql__"
+_UNKNOWN_LITERAL = re.compile(
+    r"""[eE]?'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"|\$\w*\$.*?\$\w*\$
+    |(?<![\w.@])-?(?:0[xX][0-9A-Fa-f]+|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w])""",
+    re.VERBOSE,
+)
 
 
 def run_policy() -> SqlTextPolicy:
@@ -32,12 +45,53 @@ def run_policy() -> SqlTextPolicy:
     return "raw" if value == "raw" else "sanitized"
 
 
-def error_text(text: str, policy: SqlTextPolicy) -> str:
-    """Return ``text`` with literals replaced by ``?`` unless ``policy`` is ``raw``."""
-    return text if policy == "raw" else sanitize_sql(text)
+def remember_sql(exc: BaseException, sql: str | None) -> None:
+    """Remember on ``exc`` the SQL text of the query it failed, for `exception_text`."""
+    if sql is None:
+        return
+    with contextlib.suppress(Exception):  # no attributes: the message is sanitized blindly
+        setattr(exc, _SQL_ATTRIBUTE, sql)
 
 
-def _lines_text(text: str, policy: SqlTextPolicy) -> str:
+def _remembered(exc: BaseException) -> str | None:
+    value = getattr(exc, _SQL_ATTRIBUTE, None)
+    return value if isinstance(value, str) else None
+
+
+def _redactor(sql: str) -> Redactor:
+    found = sql_literals(sql)
+    return Redactor(found.values, found.identifiers)
+
+
+def error_text(text: str, policy: SqlTextPolicy, sql: str | None = None) -> str:
+    """Return ``text`` without the query's literals unless ``policy`` is ``raw``.
+
+    Args:
+        text: An error message.
+        policy: The text policy.
+        sql: The SQL text of the failing query, when known: its literals are redacted and
+            everything else stays; unknown, every quoted string and number becomes ``?``.
+
+    Returns:
+        The sanitized message, or ``_redact.WITHHELD`` when it could not be sanitized.
+    """
+    if policy == "raw":
+        return text
+    if sql is None or not sql_literals(sql).ok:
+        return structural(_UNKNOWN_LITERAL.sub("?", text), plan=False)
+    out = _redactor(sql).clean(text, plan=False)
+    if out is None:
+        count_withheld()
+        return WITHHELD
+    return out
+
+
+def exception_text(exc: BaseException, policy: SqlTextPolicy, sql: str | None = None) -> str:
+    """`error_text` of ``str(exc)``, with the SQL text remembered on ``exc`` when not given."""
+    return error_text(str(exc), policy, sql if sql is not None else _remembered(exc))
+
+
+def _lines_text(text: str, policy: SqlTextPolicy, sql: str | None) -> str:
     """`error_text` line by line, keeping each line's indentation and line break."""
     out = []
     for line in text.splitlines(keepends=True):
@@ -46,30 +100,43 @@ def _lines_text(text: str, policy: SqlTextPolicy) -> str:
             out.append(line)
             continue
         start = line.index(body[0])
-        out.append(line[:start] + error_text(body, policy) + line[start + len(body) :])
+        out.append(line[:start] + error_text(body, policy, sql) + line[start + len(body) :])
     return "".join(out)
 
 
-def _frame_text(entry: str, policy: SqlTextPolicy) -> str:
+def _frame_text(entry: str, policy: SqlTextPolicy, sql: str | None) -> str:
     """Keep a frame's location line (file, line number, function); treat everything else."""
     if entry.startswith(_FRAME):
         location, newline, rest = entry.partition("\n")
         if policy != "raw":  # source lines are Python: "..." is a string there, not a name
             rest = _DOUBLE_QUOTED.sub("?", rest)
-        return location + newline + _lines_text(rest, policy)
-    return _lines_text(entry, policy)
+        return location + newline + _lines_text(rest, policy, sql)
+    return _lines_text(entry, policy, sql)
 
 
-def record_exception(span: trace.Span, exc: BaseException, policy: SqlTextPolicy) -> None:
-    """Add the standard ``exception`` event to ``span``, its texts treated under ``policy``."""
+def record_exception(
+    span: trace.Span, exc: BaseException, policy: SqlTextPolicy, sql: str | None = None
+) -> None:
+    """Add the standard ``exception`` event to ``span``, its texts treated under ``policy``.
+
+    Args:
+        span: The span.
+        exc: The exception.
+        policy: The text policy.
+        sql: The SQL text of the failing query (default: the one remembered on ``exc``).
+    """
     if policy == "raw":
         span.record_exception(exc, escaped=True)
         return
+    sql = sql if sql is not None else _remembered(exc)
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    stack = "".join(_frame_text(line, policy) for line in lines)
+    stack = "".join(_frame_text(line, policy, sql) for line in lines)
+    if sql is not None and _redactor(sql).leaks(stack):  # a rendering split over lines
+        count_withheld()
+        stack = WITHHELD
     attributes: dict[str, AttributeValue] = {
         "exception.type": type(exc).__qualname__,
-        "exception.message": error_text(str(exc), policy),
+        "exception.message": error_text(str(exc), policy, sql),
         "exception.stacktrace": stack,
         "exception.escaped": "True",
     }
