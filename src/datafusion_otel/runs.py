@@ -23,7 +23,7 @@ from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._delivery import dispatcher
-from datafusion_otel._errors import error_text, record_exception, run_policy
+from datafusion_otel._errors import exception_text, record_exception, run_policy
 from datafusion_otel.config import exports_from, processor_for, resolve_provider, tracer_for
 from datafusion_otel.diagnostics import DiagnosticsSink
 
@@ -334,7 +334,7 @@ def tracked_run(
                 status="failed",
                 metadata={
                     "error_type": type(exc).__qualname__,
-                    "error_message": error_text(str(exc), policy),
+                    "error_message": exception_text(exc, policy),
                 },
             )
         raise
