@@ -169,7 +169,7 @@ def test_substrait_status_dump_is_redacted():
 def test_capture_logger_writes_no_exception_text(ctx, caplog, tmp_path):
     caplog.set_level(logging.DEBUG, logger="datafusion_otel")
     sink = DiagnosticsCollector()
-    with pytest.raises(Exception), tracked_run(label="boom", sink=sink):
+    with pytest.raises(Exception, match="Cast error"), tracked_run(label="boom", sink=sink):
         sql_to_datafusion(
             "SELECT CAST('secretlogged' AS INT) FROM users",
             ctx=ctx,

@@ -17,9 +17,9 @@ from datafusion import DataFrame, SessionContext
 from opentelemetry.trace import format_trace_id
 
 from datafusion_otel._capture import capture_artifacts
-from datafusion_otel._errors import remember_sql
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
 from datafusion_otel._emit import emit_artifacts
+from datafusion_otel._errors import remember_sql
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import resolve_provider, tracer_for
