@@ -90,7 +90,11 @@ NAMES = ("users", "email", "id", "ts")
          ["1770091506000000000", "2026-02-03 04:05:06", "2026-02-03T04:05:06"]),
         # graphviz kept a literal holding a newline
         ("SELECT id FROM users WHERE email = 'firstline\nsecondline'",
-         ["firstline", "secondline"]),
+         ["firstline", "secondline", "_firstline", "secondline_"]),  # DOT: Utf8(_value_)
+        # substrait_validation_status held DataFusion's plan dump: Literal(Utf8("secret"))
+        ("SELECT unnest(make_array('secretunnest')) FROM users", ["secretunnest"]),
+        ("SELECT arrow_cast('secretcastok', 'LargeUtf8'), 'secretvc'::varchar(20) || email "
+         "FROM users", ["secretcastok", "secretvc"]),
         # folded constants appear only in the optimized and physical plans
         ("SELECT upper('foldedvalue') AS u FROM users", ["foldedvalue", "FOLDEDVALUE"]),
         ("SELECT id FROM users LIMIT 424242 OFFSET 737373", ["424242", "737373"]),

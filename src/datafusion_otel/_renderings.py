@@ -79,6 +79,10 @@ def string_renderings(text: str) -> list[str]:
     out.append(text.replace("\n", "\\n"))
     out.append(text.replace('"', '\\"'))
     out.extend(line for line in text.splitlines())
+    graphviz = text.replace('"', "_")  # DataFusion's DOT: Utf8(_value_), "_" is a word character
+    out.append(f"_{graphviz}_")
+    for line in graphviz.splitlines():
+        out += [f"_{line}", f"{line}_", f"_{line}_"]
     prefix = text
     for wildcard in _LIKE_WILDCARDS:
         if wildcard in prefix:
