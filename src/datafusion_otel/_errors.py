@@ -5,7 +5,8 @@ Error messages quote what they failed on, and DataFusion's quote the query's lit
 their text goes through the same machinery as plan texts (`_redact`): when the SQL text of the
 failing query is known (passed as ``sql``, or remembered on the exception with `remember_sql`)
 every rendering of its literals is redacted and names stay readable (``table 'orders' not
-found``); when it is not known, every quoted string and number of the message becomes ``?``.
+found``); when it is not known, the literals of the most recently seen SQL texts are redacted,
+and every quoted text that is not one of their names and every number becomes ``?``.
 A message that still holds a rendering is withheld. The policy for runs comes from
 ``DATAFUSION_OTEL_SQL_TEXT`` (``sanitized`` by default, ``raw`` to keep texts as they are); the
 auto-instrumentation uses its own ``sql_text`` option.
@@ -21,8 +22,8 @@ import traceback
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel._literals import sql_literals
-from datafusion_otel._redact import WITHHELD, Redactor, count_withheld, structural
+from datafusion_otel._literals import recent_literals, sql_literals
+from datafusion_otel._redact import WITHHELD, Redactor, count_withheld
 from datafusion_otel.sanitize import SqlTextPolicy
 
 __all__ = ["error_text", "exception_text", "record_exception", "remember_sql", "run_policy"]
@@ -33,7 +34,7 @@ _FRAME = '  File "'
 _DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _SQL_ATTRIBUTE = "__datafusion_otel_sql__"
 _UNKNOWN_LITERAL = re.compile(
-    r"""[eE]?'(?:[^'\\\n]|\\.|'')*'|"(?:[^"\\\n]|\\.)*"|\$\w*\$.*?\$\w*\$
+    r"""\$\w*\$.*?\$\w*\$
     |(?<![\w.@])-?(?:0[xX][0-9A-Fa-f]+|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w])""",
     re.VERBOSE,
 )
@@ -78,7 +79,13 @@ def error_text(text: str, policy: SqlTextPolicy, sql: str | None = None) -> str:
     if policy == "raw":
         return text
     if sql is None or not sql_literals(sql).ok:
-        return structural(_UNKNOWN_LITERAL.sub("?", text), plan=False)
+        values, names = recent_literals()  # the failing query is likely among the recent ones
+        redactor = Redactor(values, names)
+        blind = _UNKNOWN_LITERAL.sub("?", redactor.redact(text, plan=False))
+        if redactor.leaks(blind):
+            count_withheld()
+            return WITHHELD
+        return blind
     out = _redactor(sql).clean(text, plan=False)
     if out is None:
         count_withheld()

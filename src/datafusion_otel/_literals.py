@@ -17,6 +17,8 @@ import contextlib
 import decimal
 import functools
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,9 +70,15 @@ def _tokenizer_types() -> tuple[Any, frozenset[Any], frozenset[Any]]:
     return Postgres, strings, names
 
 
-@functools.lru_cache(maxsize=1024)
+_CACHE_SIZE = 1024
+RECENT = 64
+"""How many recent SQL texts `recent_literals` draws from."""
+_cache: OrderedDict[str, SqlLiterals] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
 def sql_literals(sql: str) -> SqlLiterals:
-    """Return the literals of ``sql`` (cached per text).
+    """Return the literals of ``sql`` (cached per text, least recently used dropped first).
 
     Args:
         sql: SQL text.
@@ -78,6 +86,32 @@ def sql_literals(sql: str) -> SqlLiterals:
     Returns:
         What the tokenizer found; ``ok`` is False when it failed.
     """
+    with _cache_lock:
+        found = _cache.get(sql)
+        if found is not None:
+            _cache.move_to_end(sql)
+            return found
+    found = _tokenize(sql)
+    with _cache_lock:
+        _cache[sql] = found
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return found
+
+
+def recent_literals() -> tuple[list[Any], frozenset[str]]:
+    """Literal values and identifiers of the `RECENT` most recently tokenized SQL texts.
+
+    For an error message whose query is not known: its literals are likely among these.
+    """
+    with _cache_lock:
+        recent = list(_cache.values())[-RECENT:]
+    values = [v for found in recent for v in found.values]
+    names = frozenset(n for found in recent for n in found.identifiers)
+    return values, names
+
+
+def _tokenize(sql: str) -> SqlLiterals:
     from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
     dialect, strings, names = _tokenizer_types()
