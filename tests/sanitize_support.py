@@ -86,3 +86,14 @@ def leaks(texts: Iterable[str], renderings: Iterable[str], names: Iterable[str] 
         if re.search(pattern, body):
             found.append(rendering)
     return sorted(found)
+
+
+def where(texts: Iterable[str], rendering: str) -> list[str]:
+    """Snippets of ``texts`` around each occurrence of ``rendering`` (for failure messages)."""
+    out: list[str] = []
+    for text in texts:
+        start = text.find(rendering)
+        while start >= 0 and len(out) < 5:
+            out.append(text[max(0, start - 200) : start + len(rendering) + 80])
+            start = text.find(rendering, start + 1)
+    return out

@@ -82,7 +82,7 @@ def error_text(text: str, policy: SqlTextPolicy, sql: str | None = None) -> str:
         values, names = recent_literals()  # the failing query is likely among the recent ones
         redactor = Redactor(values, names)
         blind = _UNKNOWN_LITERAL.sub("?", redactor.redact(text, plan=False))
-        if redactor.leaks(blind):
+        if redactor.leaks(blind, plan=False):
             count_withheld()
             return WITHHELD
         return blind
@@ -138,7 +138,7 @@ def record_exception(
     sql = sql if sql is not None else _remembered(exc)
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     stack = "".join(_frame_text(line, policy, sql) for line in lines)
-    if sql is not None and _redactor(sql).leaks(stack):  # a rendering split over lines
+    if sql is not None and _redactor(sql).leaks(stack, plan=False):  # a rendering split over lines
         count_withheld()
         stack = WITHHELD
     attributes: dict[str, AttributeValue] = {

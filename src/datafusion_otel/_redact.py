@@ -9,6 +9,8 @@ A `Redactor` knows the literal values of one query (`_literals`) and every rende
    ``Int64(...)``, ``TimestampNanosecond(...)``, ``List([...])``), interval structs, IN sets,
    ``fetch=`` / ``skip=`` / ``limit=`` / ``offset=`` values and, in plan texts, quoted strings
    and numbers compared with ``=``, ``<``, ``>``;
+   Error messages (``plan=False``) quote parts of a value (``unknown token: secret`` for
+   ``'secret('``): there the words of string values (3 characters or more) are redacted too;
 3. fail closed: a text that still holds a rendering (or whose query could not be read
    completely) is replaced by `WITHHELD`.
 
@@ -48,6 +50,7 @@ _IN_SET = re.compile(r"(IN \(SET\) \()\[[^\]\n]*\]")
 _LIMIT = re.compile(r"\b(fetch|skip|limit|offset)=\d+", re.IGNORECASE)
 _QUOTED = re.compile(r"'(?:[^'\n]|'')*'")
 _QUOTED_NAME = re.compile(r"""(?P<q>['"])(?P<body>[^'"\n]*)(?P=q)""")
+_WORD_SPLIT = re.compile(r"[^\w]+")
 _CATALOG_WORDS = frozenset({"datafusion", "public", "information_schema"})
 _COMPARED_NUMBER = re.compile(r"(?<=[=<>] )(?<!-> )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
@@ -130,6 +133,7 @@ class Redactor:
         self, values: Iterable[Any], identifiers: Iterable[str] = (), *, complete: bool = True
     ) -> None:
         found: set[str] = set()
+        words: set[str] = set()
         seen: set[str] = set()
         for value in values:
             key = f"{type(value).__name__}:{value!r}"
@@ -137,10 +141,14 @@ class Redactor:
                 continue
             seen.add(key)
             found.update(r for r in renderings(value) if len(r) >= MIN_RENDERING)
+            if isinstance(value, str):  # error messages quote the tokens of a value
+                words.update(w for w in _WORD_SPLIT.split(value) if len(w) >= MIN_RENDERING)
         self.identifiers = frozenset(identifiers)
         self.renderings = frozenset(found - self.identifiers)
         self.complete = complete
         self._pattern = _pattern(self.renderings)
+        self.words = frozenset(words - self.identifiers - found)
+        self._word_pattern = _pattern(self.words)
 
     def redact(self, text: str, *, plan: bool = True) -> str:
         """Return ``text`` with every rendering and every structural literal replaced by ``?``.
@@ -155,16 +163,27 @@ class Redactor:
         out = text
         if self._pattern is not None:
             out = self._pattern.sub(self._replace, out)
+        if not plan and self._word_pattern is not None:
+            out = self._word_pattern.sub(self._replace, out)
         return structural(out, plan=plan, identifiers=self.identifiers)
 
     def _replace(self, match: re.Match[str]) -> str:
         return match.group(0) if match.group(0) in self.identifiers else "?"
 
-    def leaks(self, text: str) -> bool:
-        """Whether ``text`` holds a rendering of a literal on token boundaries."""
-        if self._pattern is None:
-            return False
-        return any(m.group(0) not in self.identifiers for m in self._pattern.finditer(text))
+    def leaks(self, text: str, *, plan: bool = True) -> bool:
+        """Whether ``text`` holds a rendering of a literal on token boundaries.
+
+        Args:
+            text: Any text.
+            plan: False for error messages: the words of string values count too.
+        """
+        patterns = [self._pattern] + ([] if plan else [self._word_pattern])
+        return any(
+            m.group(0) not in self.identifiers
+            for pattern in patterns
+            if pattern is not None
+            for m in pattern.finditer(text)
+        )
 
     def clean(self, text: str, *, plan: bool = True) -> str | None:
         """Redact ``text`` and check it; None when it must be withheld.
@@ -180,7 +199,7 @@ class Redactor:
         if plan and not self.complete:
             return None
         out = self.redact(text, plan=plan)
-        return None if self.leaks(out) else out
+        return None if self.leaks(out, plan=plan) else out
 
     def text(self, text: str, *, plan: bool = True) -> str:
         """`clean`, with `WITHHELD` in place of a text that must be withheld."""
