@@ -21,27 +21,46 @@ MIN_LENGTH = 3
 """The documented rule: renderings shorter than 3 characters are not checked."""
 
 
+def _values(value: object, out: list[str]) -> None:
+    """Flatten ``value`` into its texts; a JSON text also counts decoded (readers decode it)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            _values(item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _values(item, out)
+    elif isinstance(value, str):
+        out.append(value)
+        if value[:1] in ("{", "["):
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                return
+            _values(decoded, out)
+    # numbers and booleans are metrics and flags, not texts: a literal cannot hide there
+
+
 def span_texts(exporter: InMemorySpanExporter) -> list[str]:
     """Span names, attribute values, status descriptions, event names and attributes."""
     out: list[str] = []
     for span in exporter.get_finished_spans():
         out.append(span.name)
-        out.extend(str(v) for v in (span.attributes or {}).values())
+        _values(dict(span.attributes or {}), out)
         if span.status.description:
             out.append(span.status.description)
         for event in span.events:
             out.append(event.name)
-            out.extend(str(v) for v in (event.attributes or {}).values())
+            _values(dict(event.attributes or {}), out)
     return out
 
 
 def row_texts(sink: DiagnosticsCollector) -> list[str]:
-    """Every value of every row of every table, as text."""
-    return [
-        json.dumps(row, default=str, ensure_ascii=False)
-        for rows in sink.events_snapshot().values()
-        for row in rows
-    ]
+    """Every value of every row of every table, as text (JSON columns decoded too)."""
+    out: list[str] = []
+    for rows in sink.events_snapshot().values():
+        for row in rows:
+            _values(row, out)
+    return out
 
 
 def file_texts(directory: Path) -> list[str]:
@@ -51,7 +70,7 @@ def file_texts(directory: Path) -> list[str]:
         if not path.is_file():
             continue
         if path.suffix == ".arrow":
-            out.append(json.dumps(ipc.open_file(path).read_all().to_pydict(), ensure_ascii=False))
+            _values(ipc.open_file(path).read_all().to_pydict(), out)
         out.append(path.read_bytes().decode("utf-8", errors="replace"))
     return out
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,8 @@ def workload(draw: st.DrawFn) -> tuple[list[Query], Literals, Callable[[SessionC
     in_strings = ", ".join(quote(s("in")) for _ in range(draw(st.integers(1, 12))))
     in_ints = ", ".join(str(i()) for _ in range(draw(st.integers(1, 12))))
     prefix = s("lk").split("\n")[0].replace("%", "").replace("_", "")
-    lits.add([prefix, bumped(prefix)])
+    read = re.sub(r"\\(.)", r"\1", prefix).rstrip("\\")  # LIKE: a backslash escapes
+    lits.add([prefix, bumped(prefix), read, bumped(read)])
     start = s("sw").split("\n")[0]
     lits.add([start, bumped(start)])
     big = f"""

@@ -36,6 +36,20 @@ def _incremented(text: str) -> str | None:
         return None
 
 
+def _like_prefix(pattern: str) -> str:
+    """The fixed prefix of a LIKE pattern, ``\\`` escapes resolved (as DataFusion reads it)."""
+    out: list[str] = []
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            out.append(next(chars, ""))
+        elif char in _LIKE_WILDCARDS:
+            break
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _temporal_from_text(text: str) -> list[str]:
     """Epoch renderings of ``text`` when it reads as a date or a timestamp."""
     body = text.strip()
@@ -87,7 +101,7 @@ def string_renderings(text: str) -> list[str]:
     for wildcard in _LIKE_WILDCARDS:
         if wildcard in prefix:
             prefix = prefix.split(wildcard, 1)[0]
-    for base in {text, prefix, text.rstrip("%")}:
+    for base in {text, prefix, text.rstrip("%"), _like_prefix(text)}:
         out.append(base)
         bumped = _incremented(base)
         if bumped is not None:
