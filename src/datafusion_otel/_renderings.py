@@ -37,7 +37,7 @@ def _incremented(text: str) -> str | None:
 
 
 def _like_prefix(pattern: str) -> str:
-    """The fixed prefix of a LIKE pattern, ``\\`` escapes resolved (as DataFusion reads it)."""
+    """The fixed prefix of a LIKE pattern, backslash escapes resolved (as DataFusion reads it)."""
     out: list[str] = []
     chars = iter(pattern)
     for char in chars:
