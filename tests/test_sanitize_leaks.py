@@ -202,3 +202,23 @@ def test_explain_files_need_an_explicit_directory(ctx, tmp_path, monkeypatch):
     assert row["explain_rows_artifact_path"] is None
     assert "artifact_dir" in row["artifact_errors"]
     assert not list(tmp_path.rglob("*.arrow"))
+
+
+def test_a_literal_inside_a_longer_name_is_not_a_match(ctx, tmp_path):
+    sink = _run(ctx, "SELECT id AS o_year, email FROM users WHERE email = 'year'", tmp_path)
+    row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
+    assert "o_year" in row["physical_plan"] and "o_year" in row["logical_plan"]
+    assert "withheld" not in row["physical_plan"]
+    assert leaks([row["physical_plan"], row["logical_plan"]], ["year"], ["o_year"]) == []
+
+
+def test_error_text_without_its_query_uses_recent_literals():
+    from datafusion_otel._errors import error_text
+    from datafusion_otel.sanitize import normalize_sql
+
+    normalize_sql("SELECT regexp_match(b, 'recentsecret(') FROM orders")  # the instrumentation
+    message = "regex parse error:\n    recentsecret(\n    ^\nerror: unclosed group"
+    out = error_text(message, "sanitized")
+    assert "recentsecret" not in out and "regex parse error" in out
+    assert error_text("table 'orders' not found", "sanitized") == "table 'orders' not found"
+    assert error_text("no user 'neverseen@example.com' id 4242", "sanitized") == ("no user ? id ?")
