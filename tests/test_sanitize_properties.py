@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import datafusion_otel
 from datafusion_otel import DataFusionInstrumentor, DiagnosticsCollector, config, tracked_run
+from datafusion_otel._delivery import dispatcher
 from datafusion_otel.bridge import record_execution_artifacts, sql_to_datafusion
 from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
 from sanitize_support import file_texts, leaks, log_texts, row_texts, span_texts, where
@@ -278,6 +279,7 @@ def _run_bridge(ctx: SessionContext, queries: list[Query], options: DataFusionCo
 
 def _check(exporter: InMemorySpanExporter, sink: DiagnosticsCollector, directory: Path,
            handler: _Records, lits: Literals) -> None:  # fmt: skip
+    dispatcher.force_flush(10)  # rows are delivered off the query thread
     groups = {
         "spans": span_texts(exporter),
         "rows": row_texts(sink),

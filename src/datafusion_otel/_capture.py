@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -153,7 +155,10 @@ def capture_artifacts(
         if optimized is not None:
             optimized_text = _attempt(errors, "optimized_plan", optimized.display_indent)
 
-    redactor = _redactor(sql, ibis_sql, logical, optimized) if not raw else None
+    redactor = None
+    if not raw:
+        key = (sql, ibis_sql, logical_text, optimized_text)
+        redactor = _cached_redactor(key, lambda: _redactor(sql, ibis_sql, logical, optimized))
 
     def text(value: str | None, name: str = "plan") -> str | None:
         """Treat a plan text under the policy ("off" sanitizes plans like "sanitized")."""
@@ -320,6 +325,32 @@ def _unparse(
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}".strip()
     return text(str(sql), "unparsed_sql"), None
+
+
+_REDACTORS: OrderedDict[tuple[str | None, ...], Redactor] = OrderedDict()
+_REDACTORS_LOCK = threading.Lock()
+_REDACTORS_SIZE = 256
+
+
+def _cached_redactor(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redactor:
+    """One `Redactor` per (SQL texts, plan texts), built once.
+
+    Plans that print alike hold the same literals (every literal is printed in the logical and
+    optimized plans), so a repeated query costs no plan walk, no renderings, no pattern again.
+    """
+    if key[2] is None:  # no logical plan text: nothing to key the plan literals on
+        return build()
+    with _REDACTORS_LOCK:
+        found = _REDACTORS.get(key)
+        if found is not None:
+            _REDACTORS.move_to_end(key)
+            return found
+    built = build()
+    with _REDACTORS_LOCK:
+        _REDACTORS[key] = built
+        while len(_REDACTORS) > _REDACTORS_SIZE:
+            _REDACTORS.popitem(last=False)
+    return built
 
 
 def _redactor(sql: str | None, ibis_sql: str | None, logical: Any, optimized: Any) -> Redactor:

@@ -54,6 +54,7 @@ _WORD_SPLIT = re.compile(r"[^\w]+")
 _CATALOG_WORDS = frozenset({"datafusion", "public", "information_schema"})
 _COMPARED_NUMBER = re.compile(r"(?<=[=<>] )(?<!-> )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
+_CLEANED_SIZE = 64
 _lock = threading.Lock()
 _withheld = {"count": 0}
 
@@ -146,9 +147,9 @@ class Redactor:
         self.identifiers = frozenset(identifiers)
         self.renderings = frozenset(found - self.identifiers)
         self.complete = complete
-        self._pattern = _pattern(self.renderings)
         self.words = frozenset(words - self.identifiers - found)
-        self._word_pattern = _pattern(self.words)
+        self._cleaned: dict[tuple[str, bool], str | None] = {}  # a repeated query's texts
+        self._lock = threading.Lock()
 
     def redact(self, text: str, *, plan: bool = True) -> str:
         """Return ``text`` with every rendering and every structural literal replaced by ``?``.
@@ -161,10 +162,9 @@ class Redactor:
             The redacted text (not checked: see `clean`).
         """
         out = text
-        if self._pattern is not None:
-            out = self._pattern.sub(self._replace, out)
-        if not plan and self._word_pattern is not None:
-            out = self._word_pattern.sub(self._replace, out)
+        pattern = self._present(out, plan=plan)
+        if pattern is not None:
+            out = pattern.sub(self._replace, out)
         return structural(out, plan=plan, identifiers=self.identifiers)
 
     def _replace(self, match: re.Match[str]) -> str:
@@ -177,13 +177,20 @@ class Redactor:
             text: Any text.
             plan: False for error messages: the words of string values count too.
         """
-        patterns = [self._pattern] + ([] if plan else [self._word_pattern])
-        return any(
-            m.group(0) not in self.identifiers
-            for pattern in patterns
-            if pattern is not None
-            for m in pattern.finditer(text)
-        )
+        pattern = self._present(text, plan=plan)
+        if pattern is None:
+            return False
+        return any(m.group(0) not in self.identifiers for m in pattern.finditer(text))
+
+    def _present(self, text: str, *, plan: bool) -> re.Pattern[str] | None:
+        """The pattern of the renderings that occur in ``text`` at all.
+
+        A substring test per rendering is far cheaper than one alternation of all of them.
+        """
+        found = {r for r in self.renderings if r in text}
+        if not plan:
+            found.update(w for w in self.words if w in text)
+        return _pattern(frozenset(found))
 
     def clean(self, text: str, *, plan: bool = True) -> str | None:
         """Redact ``text`` and check it; None when it must be withheld.
@@ -198,8 +205,18 @@ class Redactor:
         """
         if plan and not self.complete:
             return None
-        out = self.redact(text, plan=plan)
-        return None if self.leaks(out, plan=plan) else out
+        key = (text, plan)
+        with self._lock:
+            if key in self._cleaned:
+                return self._cleaned[key]
+        out: str | None = self.redact(text, plan=plan)
+        if out is not None and self.leaks(out, plan=plan):
+            out = None
+        with self._lock:
+            if len(self._cleaned) >= _CLEANED_SIZE:
+                self._cleaned.clear()
+            self._cleaned[key] = out
+        return out
 
     def text(self, text: str, *, plan: bool = True) -> str:
         """`clean`, with `WITHHELD` in place of a text that must be withheld."""
