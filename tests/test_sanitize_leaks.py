@@ -222,3 +222,9 @@ def test_error_text_without_its_query_uses_recent_literals():
     assert "recentsecret" not in out and "regex parse error" in out
     assert error_text("table 'orders' not found", "sanitized") == "table 'orders' not found"
     assert error_text("no user 'neverseen@example.com' id 4242", "sanitized") == ("no user ? id ?")
+
+
+def test_sql_text_keeps_keywords_that_a_literal_also_holds(ctx, tmp_path):
+    sink = _run(ctx, "SELECT id FROM users WHERE email = 'FROM users SELECT'", tmp_path)
+    row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
+    assert row["sql"] == "SELECT id FROM users WHERE email = ?"

@@ -176,8 +176,8 @@ def capture_artifacts(
     def sql_text(value: str, name: str) -> str:
         if redactor is None:
             return value
-        clean = redactor.clean(sanitize_sql(value), plan=False)  # the tokenizer did the work
-        if clean is None:
+        clean = sanitize_sql(value)  # the tokenizer did the work; check it all the same
+        if redactor.leaks(clean):
             errors.setdefault(name, WITHHELD_ERROR)
             return WITHHELD
         return clean
