@@ -228,3 +228,21 @@ def test_sql_text_keeps_keywords_that_a_literal_also_holds(ctx, tmp_path):
     sink = _run(ctx, "SELECT id FROM users WHERE email = 'FROM users SELECT'", tmp_path)
     row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
     assert row["sql"] == "SELECT id FROM users WHERE email = ?"
+
+
+def test_sanitizing_filter_treats_messages_and_tracebacks(caplog):
+    from datafusion_otel._errors import SanitizingFilter
+    from datafusion_otel.sanitize import normalize_sql
+
+    normalize_sql("SELECT * FROM orders WHERE note = 'filtersecret'")
+    logger = logging.getLogger("datafusion_otel.test_filter")
+    logger.addFilter(SanitizingFilter())
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    try:
+        raise ValueError("cannot parse 'filtersecret' for orders")
+    except ValueError:
+        logger.exception("failed on %s", "filtersecret")
+    record = caplog.records[-1]
+    texts = [caplog.text, record.getMessage(), record.exc_text or ""]
+    assert leaks(texts, ["filtersecret"]) == []
+    assert "ValueError" in caplog.text and "failed on ?" in caplog.text

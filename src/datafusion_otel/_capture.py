@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
-from datafusion_otel._errors import remember_sql
+from datafusion_otel._errors import SanitizingFilter, remember_sql
 from datafusion_otel._literals import plan_literals, sql_literals
 from datafusion_otel._redact import WITHHELD, Redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
@@ -30,6 +30,7 @@ from datafusion_otel.sanitize import normalize_sql, sanitize_sql
 __all__ = ["NO_SQL_NOTE", "SQL_OFF_NOTE", "capture_artifacts"]
 
 _LOG = logging.getLogger("datafusion_otel.capture")
+_LOG.addFilter(SanitizingFilter())
 _T = TypeVar("_T")
 
 NO_SQL_NOTE = "-- DataFrame API query: no SQL text"

@@ -15,6 +15,7 @@ auto-instrumentation uses its own ``sql_text`` option.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import traceback
@@ -26,7 +27,14 @@ from datafusion_otel._literals import recent_literals, sql_literals
 from datafusion_otel._redact import WITHHELD, Redactor, count_withheld
 from datafusion_otel.sanitize import SqlTextPolicy
 
-__all__ = ["error_text", "exception_text", "record_exception", "remember_sql", "run_policy"]
+__all__ = [
+    "SanitizingFilter",
+    "error_text",
+    "exception_text",
+    "record_exception",
+    "remember_sql",
+    "run_policy",
+]
 
 SQL_TEXT_ENV = "DATAFUSION_OTEL_SQL_TEXT"
 _FRAME = '  File "'
@@ -148,3 +156,40 @@ def record_exception(
         "exception.escaped": "True",
     }
     span.add_event("exception", attributes)
+
+
+class SanitizingFilter(logging.Filter):
+    """A logging filter that treats a record's message and traceback like an error text.
+
+    Attach it to each of the package's loggers (``logger.addFilter(SanitizingFilter())``):
+    the message becomes `error_text` of itself (the query is not known: the literals of the
+    recently seen SQL texts are redacted, every other quoted text and number becomes ``?``),
+    and a traceback is formatted now, treated, and kept as ``exc_text`` (``exc_info`` is
+    cleared so that no handler formats the raw exception again). Under
+    ``DATAFUSION_OTEL_SQL_TEXT=raw`` records pass unchanged. It never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Treat ``record`` in place; always keep it."""
+        policy = run_policy()
+        if policy == "raw":
+            return True
+        try:
+            record.msg = error_text(record.getMessage(), policy, _remembered_of(record))
+            record.args = None
+            if record.exc_info and record.exc_info[1] is not None:
+                kind, exc, tb = record.exc_info
+                lines = traceback.format_exception(kind, exc, tb)
+                sql = _remembered(exc)
+                record.exc_text = "".join(_frame_text(line, policy, sql) for line in lines)
+                record.exc_info = None
+        except Exception:  # a record that cannot be treated keeps only its logger and level
+            record.msg, record.args, record.exc_info, record.exc_text = WITHHELD, None, None, None
+            count_withheld()
+        return True
+
+
+def _remembered_of(record: logging.LogRecord) -> str | None:
+    if record.exc_info and record.exc_info[1] is not None:
+        return _remembered(record.exc_info[1])
+    return None
