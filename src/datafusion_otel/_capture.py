@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
 from datafusion_otel._errors import SanitizingFilter, remember_sql
-from datafusion_otel._literals import plan_literals, sql_literals
-from datafusion_otel._redact import WITHHELD, Redactor
+from datafusion_otel._redact import WITHHELD, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.sanitize import normalize_sql, sanitize_sql
@@ -158,8 +155,9 @@ def capture_artifacts(
 
     redactor = None
     if not raw:
-        key = (sql, ibis_sql, logical_text, optimized_text)
-        redactor = _cached_redactor(key, lambda: _redactor(sql, ibis_sql, logical, optimized))
+        redactor = query_redactor(
+            (sql, ibis_sql), (logical, optimized), (logical_text, optimized_text)
+        )
 
     def text(value: str | None, name: str = "plan") -> str | None:
         """Treat a plan text under the policy ("off" sanitizes plans like "sanitized")."""
@@ -326,47 +324,6 @@ def _unparse(
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}".strip()
     return text(str(sql), "unparsed_sql"), None
-
-
-_REDACTORS: OrderedDict[tuple[str | None, ...], Redactor] = OrderedDict()
-_REDACTORS_LOCK = threading.Lock()
-_REDACTORS_SIZE = 256
-
-
-def _cached_redactor(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redactor:
-    """One `Redactor` per (SQL texts, plan texts), built once.
-
-    Plans that print alike hold the same literals (every literal is printed in the logical and
-    optimized plans), so a repeated query costs no plan walk, no renderings, no pattern again.
-    """
-    if key[2] is None:  # no logical plan text: nothing to key the plan literals on
-        return build()
-    with _REDACTORS_LOCK:
-        found = _REDACTORS.get(key)
-        if found is not None:
-            _REDACTORS.move_to_end(key)
-            return found
-    built = build()
-    with _REDACTORS_LOCK:
-        _REDACTORS[key] = built
-        while len(_REDACTORS) > _REDACTORS_SIZE:
-            _REDACTORS.popitem(last=False)
-    return built
-
-
-def _redactor(sql: str | None, ibis_sql: str | None, logical: Any, optimized: Any) -> Redactor:
-    """The literals of the SQL texts and of the plans, and the names the plans read."""
-    values: list[Any] = []
-    identifiers: set[str] = set()
-    for source in (sql, ibis_sql):
-        if source:
-            found = sql_literals(source)
-            values.extend(found.values)
-            identifiers |= found.identifiers
-    walked = plan_literals(logical, optimized)
-    values.extend(walked.values)
-    identifiers |= walked.identifiers
-    return Redactor(values, identifiers, complete=walked.complete)
 
 
 def _explain_analyze(

@@ -23,12 +23,21 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from datafusion_otel._literals import plan_literals, sql_literals
 from datafusion_otel._renderings import renderings
 
-__all__ = ["MIN_RENDERING", "WITHHELD", "Redactor", "count_withheld", "withheld_count"]
+__all__ = [
+    "MIN_RENDERING",
+    "WITHHELD",
+    "Redactor",
+    "count_withheld",
+    "query_redactor",
+    "withheld_count",
+]
 
 WITHHELD = "-- withheld: could not be sanitized"
 """What replaces a text that could not be sanitized."""
@@ -222,3 +231,57 @@ class Redactor:
         """`clean`, with `WITHHELD` in place of a text that must be withheld."""
         out = self.clean(text, plan=plan)
         return WITHHELD if out is None else out
+
+
+_REDACTORS: OrderedDict[tuple[str | None, ...], Redactor] = OrderedDict()
+_REDACTORS_LOCK = threading.Lock()
+_REDACTORS_SIZE = 256
+
+
+def query_redactor(
+    sqls: tuple[str | None, ...], plans: tuple[Any, ...], plan_texts: tuple[str | None, ...]
+) -> Redactor:
+    """The `Redactor` of one query: the literals of its SQL texts and of its plans.
+
+    Args:
+        sqls: SQL texts (the SQL, the Ibis SQL); None entries are ignored.
+        plans: LogicalPlan objects to walk (logical, optimized); None entries are ignored.
+        plan_texts: Their display texts, the cache key with ``sqls``.
+
+    Returns:
+        A redactor built once per (SQL texts, plan texts): plans that print alike hold the
+        same literals (every literal is printed in the logical and optimized plans), so a
+        repeated query costs no plan walk, no renderings and no pattern again.
+    """
+    key = (*sqls, *plan_texts)
+    if plan_texts[0] is None:  # no plan text to key the plan literals on
+        return _build(sqls, plans)
+    return _cached(key, lambda: _build(sqls, plans))
+
+
+def _cached(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redactor:
+    with _REDACTORS_LOCK:
+        found = _REDACTORS.get(key)
+        if found is not None:
+            _REDACTORS.move_to_end(key)
+            return found
+    built = build()
+    with _REDACTORS_LOCK:
+        _REDACTORS[key] = built
+        while len(_REDACTORS) > _REDACTORS_SIZE:
+            _REDACTORS.popitem(last=False)
+    return built
+
+
+def _build(sqls: tuple[str | None, ...], plans: tuple[Any, ...]) -> Redactor:
+    values: list[Any] = []
+    identifiers: set[str] = set()
+    for source in sqls:
+        if source:
+            found = sql_literals(source)
+            values.extend(found.values)
+            identifiers |= found.identifiers
+    walked = plan_literals(*plans)
+    values.extend(walked.values)
+    identifiers |= walked.identifiers
+    return Redactor(values, identifiers, complete=walked.complete)
