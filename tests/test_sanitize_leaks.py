@@ -246,3 +246,14 @@ def test_sanitizing_filter_treats_messages_and_tracebacks(caplog):
     texts = [caplog.text, record.getMessage(), record.exc_text or ""]
     assert leaks(texts, ["filtersecret"]) == []
     assert "ValueError" in caplog.text and "failed on ?" in caplog.text
+
+
+def test_every_package_logger_is_protected_once_a_query_is_captured(ctx, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    _run(ctx, "SELECT id FROM users WHERE email = 'emitsecret'", tmp_path)
+    try:
+        raise RuntimeError("sink failed on row 'emitsecret'")
+    except RuntimeError:
+        logging.getLogger("datafusion_otel.delivery").exception("sink raised")
+    assert "sink raised" in caplog.text and "RuntimeError" in caplog.text
+    assert leaks([caplog.text, *log_texts(caplog.records)], ["emitsecret"]) == []

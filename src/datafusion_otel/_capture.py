@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
-from datafusion_otel._errors import SanitizingFilter, remember_sql
+from datafusion_otel._errors import protect_package_loggers, remember_sql
 from datafusion_otel._redact import WITHHELD, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
@@ -27,7 +27,6 @@ from datafusion_otel.sanitize import normalize_sql, sanitize_sql
 __all__ = ["NO_SQL_NOTE", "SQL_OFF_NOTE", "capture_artifacts"]
 
 _LOG = logging.getLogger("datafusion_otel.capture")
-_LOG.addFilter(SanitizingFilter())
 _T = TypeVar("_T")
 
 NO_SQL_NOTE = "-- DataFrame API query: no SQL text"
@@ -128,6 +127,7 @@ def capture_artifacts(
         The artifacts; never raises for a failed artifact.
     """
     started = time.perf_counter()
+    protect_package_loggers()  # every package logger treats what it writes
     errors = _Errors()
     policy = options.sql_text
     raw = policy == "raw"

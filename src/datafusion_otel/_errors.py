@@ -31,6 +31,7 @@ __all__ = [
     "SanitizingFilter",
     "error_text",
     "exception_text",
+    "protect_package_loggers",
     "record_exception",
     "remember_sql",
     "run_policy",
@@ -86,16 +87,28 @@ def error_text(text: str, policy: SqlTextPolicy, sql: str | None = None) -> str:
     """
     if policy == "raw":
         return text
+    protect_package_loggers()
     if sql is None or not sql_literals(sql).ok:
-        values, names = recent_literals()  # the failing query is likely among the recent ones
-        redactor = Redactor(values, names)
-        blind = _UNKNOWN_LITERAL.sub("?", redactor.redact(text, plan=False))
-        if redactor.leaks(blind, plan=False):
-            count_withheld()
-            return WITHHELD
-        return blind
+        return _unknown_query_text(text, numbers=True)
     out = _redactor(sql).clean(text, plan=False)
     if out is None:
+        count_withheld()
+        return WITHHELD
+    return out
+
+
+def _unknown_query_text(text: str, *, numbers: bool) -> str:
+    """Treat a message whose query is unknown.
+
+    The literals of the recent SQL texts are redacted, and so are quoted texts that are not
+    their names and (with ``numbers``) every number.
+    """
+    values, names = recent_literals()  # the failing query is likely among the recent ones
+    redactor = Redactor(values, names)
+    out = redactor.redact(text, plan=False)
+    if numbers:
+        out = _UNKNOWN_LITERAL.sub("?", out)
+    if redactor.leaks(out, plan=False):
         count_withheld()
         return WITHHELD
     return out
@@ -162,8 +175,9 @@ class SanitizingFilter(logging.Filter):
     """A logging filter that treats a record's message and traceback like an error text.
 
     Attach it to each of the package's loggers (``logger.addFilter(SanitizingFilter())``):
-    the message becomes `error_text` of itself (the query is not known: the literals of the
-    recently seen SQL texts are redacted, every other quoted text and number becomes ``?``),
+    the message is treated like `error_text` (the query is not known: the literals of the
+    recently seen SQL texts are redacted and every quoted text that is not one of their names
+    becomes ``?``; numbers stay),
     and a traceback is formatted now, treated, and kept as ``exc_text`` (``exc_info`` is
     cleared so that no handler formats the raw exception again). Under
     ``DATAFUSION_OTEL_SQL_TEXT=raw`` records pass unchanged. It never drops a record.
@@ -175,7 +189,11 @@ class SanitizingFilter(logging.Filter):
         if policy == "raw":
             return True
         try:
-            record.msg = error_text(record.getMessage(), policy, _remembered_of(record))
+            message, sql = record.getMessage(), _remembered_of(record)
+            if sql is None:  # the package's own numbers (counts, times) stay readable
+                record.msg = _unknown_query_text(message, numbers=False)
+            else:
+                record.msg = error_text(message, policy, sql)
             record.args = None
             if record.exc_info and record.exc_info[1] is not None:
                 kind, exc, tb = record.exc_info
@@ -193,3 +211,24 @@ def _remembered_of(record: logging.LogRecord) -> str | None:
     if record.exc_info and record.exc_info[1] is not None:
         return _remembered(record.exc_info[1])
     return None
+
+
+_FILTER = SanitizingFilter()
+_PACKAGE = "datafusion_otel"
+_protected = {"count": -1}
+
+
+def protect_package_loggers() -> None:
+    """Attach `SanitizingFilter` to every logger of the package that exists now (idempotent).
+
+    Called when texts are captured or errors recorded, so every package logger that could
+    carry a query's text has the filter before it does; cheap when nothing changed.
+    """
+    names = [n for n in list(logging.Logger.manager.loggerDict) if n.startswith(_PACKAGE)]
+    if len(names) == _protected["count"]:
+        return
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SanitizingFilter) for f in logger.filters):
+            logger.addFilter(_FILTER)
+    _protected["count"] = len(names)
