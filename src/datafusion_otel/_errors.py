@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import traceback
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
@@ -178,8 +179,9 @@ class SanitizingFilter(logging.Filter):
     the message is treated like `error_text` (the query is not known: the literals of the
     recently seen SQL texts are redacted and every quoted text that is not one of their names
     becomes ``?``; numbers stay),
-    and a traceback is formatted now, treated, and kept as ``exc_text`` (``exc_info`` is
-    cleared so that no handler formats the raw exception again). Under
+    and a traceback is formatted now, treated, and kept as ``exc_text``; ``exc_info`` keeps
+    the type with a copy of the exception that holds the treated message (no traceback), so
+    that no handler formats the raw exception again. Under
     ``DATAFUSION_OTEL_SQL_TEXT=raw`` records pass unchanged. It never drops a record.
     """
 
@@ -200,11 +202,26 @@ class SanitizingFilter(logging.Filter):
                 lines = traceback.format_exception(kind, exc, tb)
                 sql = _remembered(exc)
                 record.exc_text = "".join(_frame_text(line, policy, sql) for line in lines)
-                record.exc_info = None
+                record.exc_info = _treated_exc_info(kind, exc, policy, sql)
         except Exception:  # a record that cannot be treated keeps only its logger and level
             record.msg, record.args, record.exc_info, record.exc_text = WITHHELD, None, None, None
             count_withheld()
         return True
+
+
+def _treated_exc_info(
+    kind: type[BaseException], exc: BaseException, policy: SqlTextPolicy, sql: str | None
+) -> Any:
+    """``exc_info`` whose exception is a copy of ``exc`` holding only its treated message.
+
+    No traceback: its source lines may quote the caller's SQL (``exc_text`` has it, treated).
+    """
+    try:
+        copy = kind.__new__(kind)
+        copy.args = (error_text(str(exc), policy, sql),)
+    except Exception:  # a type that cannot be copied: handlers get no exception at all
+        return None
+    return (kind, copy, None)
 
 
 def _remembered_of(record: logging.LogRecord) -> str | None:
