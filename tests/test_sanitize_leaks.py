@@ -257,3 +257,19 @@ def test_every_package_logger_is_protected_once_a_query_is_captured(ctx, tmp_pat
         logging.getLogger("datafusion_otel.delivery").exception("sink raised")
     assert "sink raised" in caplog.text and "RuntimeError" in caplog.text
     assert leaks([caplog.text, *log_texts(caplog.records)], ["emitsecret"]) == []
+
+
+def test_db_query_text_in_span_only_instrumentation():
+    from instrumentation_support import instrumented, make_context
+
+    with instrumented() as traced:
+        ctx = make_context()
+        ctx.sql(
+            "SELECT $$dollarsecret$$ AS x, 0xC0FFEE1234 AS y, E'it\\'s escsecret' AS z FROM t"
+        ).to_arrow_table()
+        texts = span_texts(traced.exporter)
+        span = traced.only_execution()
+    query = span.attributes["db.query.text"]
+    assert query == "SELECT ? AS x, ? AS y, ? AS z FROM t"
+    oracle = ["dollarsecret", "C0FFEE1234", "escsecret", "192,255,238,18,52"]
+    assert leaks(texts, oracle, ["t"]) == []
