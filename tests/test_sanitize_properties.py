@@ -3,7 +3,10 @@
 Hypothesis generates literal values (strings with quotes, backslashes, newlines, unicode,
 ``%`` / ``_``; integers, negatives, floats, scientific floats, decimals, hex; dates,
 timestamps, intervals; arrays) and places them in many positions of real queries on a Parquet
-table with statistics. Every query goes through the bridge (default and all artifacts), the
+table with statistics: projection, folded constants, CASE, arrays, arithmetic, date_bin, casts,
+window frames, joins, IN lists of 1 to 12 values, BETWEEN, EXISTS and IN subqueries, LIMIT /
+OFFSET, LIKE and starts_with (pruning predicates), CTE over VALUES, INSERT, CTAS, failing
+queries whose errors quote the value (CAST, arrow_cast, regexp_match, INTERVAL). Every query goes through the bridge (default and all artifacts), the
 DataFrame API, and the auto-instrumentation with capture; every span, every row, every file
 under the artifact dir and every log record of the package at DEBUG is searched for the
 renderings below. The renderings are written here, per DataFusion 55's display formats
@@ -43,7 +46,7 @@ from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOpti
 from sanitize_support import file_texts, leaks, log_texts, row_texts, span_texts, where
 
 EXAMPLES = int(os.environ.get("DATAFUSION_OTEL_SANITIZE_EXAMPLES", "40"))
-NAMES = ("t", "u", "m", "id", "name", "amount", "ts", "uid", "uname", "a", "b", "c", "v")
+NAMES = ("t", "u", "m", "ctas_t", "id", "name", "amount", "ts", "uid", "uname", "a", "b", "c", "v")
 EPOCH = dt.datetime(1970, 1, 1)
 PROPERTY = settings(
     max_examples=EXAMPLES,
@@ -188,6 +191,7 @@ def workload(draw: st.DrawFn) -> tuple[list[Query], Literals, Callable[[SessionC
         f"SELECT a, b FROM c WHERE a <> {quote(s('ne'))}"
     )
     insert = f"INSERT INTO m VALUES ({quote(s('ins'))}, {i()})"
+    ctas = f"CREATE OR REPLACE TABLE ctas_t AS SELECT {quote(s('ct'))} AS a, {i()} AS b"
     failing = draw(
         st.sampled_from(
             [
@@ -204,7 +208,8 @@ def workload(draw: st.DrawFn) -> tuple[list[Query], Literals, Callable[[SessionC
         frame = ctx.table("t").filter((col("name") == lit(df_string)) | (col("id") == lit(df_int)))
         return frame.select(col("id"), lit(df_string).alias("z"))
 
-    queries = [Query(big), Query(pruned), Query(cte), Query(insert), Query(failing, True)]
+    queries = [Query(big), Query(pruned), Query(cte), Query(insert), Query(ctas)]
+    queries.append(Query(failing, True))
     return queries, lits, dataframe
 
 
