@@ -208,7 +208,9 @@ def plan_literals(*plans: Any) -> PlanLiterals:
         walker.opaque = False
         try:
             walker.plan(plan, 0)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # also a Rust panic (pyo3 PanicException)
             found.complete = False
             found.unread.append(type(exc).__name__)
         if walker.opaque:  # a subquery the bindings do not expose: read the plan's text
