@@ -7,9 +7,12 @@
 ``datafusion_otel.compile_options``, ``datafusion_engine.bridge`` -> ``datafusion_otel.bridge``.
 The document leaves ``expr`` and ``backend`` to the reader: here an Ibis expression over a
 table that is registered on the SessionContext by the same name (Ibis is the ``ibis`` extra).
+EXPLAIN files are written only under an explicit ``artifact_dir``: a temporary folder here.
 """
 
 from __future__ import annotations
+
+import tempfile
 
 import ibis
 import pyarrow as pa
@@ -37,6 +40,7 @@ with tracked_run(label="user_analytics", sink=sink) as run:
         run_id=run.run_id,
         capture_plan_artifacts=True,
         explain_analyze=True,
+        artifact_dir=tempfile.mkdtemp(prefix="datafusion-otel-explain-"),
         plan_artifacts_hook=lambda payload: sink.record_artifact(
             "datafusion_plan_artifacts_v1", payload
         ),

@@ -12,6 +12,7 @@ Quickstart:
 
 from __future__ import annotations
 
+from datafusion_otel import _errors
 from datafusion_otel._delivery import DeliveryStats
 from datafusion_otel.cache_state import cache_state_rows, record_cache_state
 from datafusion_otel.config import Telemetry, configure, force_flush
@@ -76,3 +77,7 @@ __all__ = [
     "summarize_runs",
     "tracked_run",
 ]
+
+# Every package logger that exists now gets the sanitizing filter (later ones get it when texts
+# are captured or errors recorded): no log record of the package carries a query's literal.
+_errors.protect_package_loggers()

@@ -1,7 +1,10 @@
 """Capture every plan artifact of a DataFrame, each in isolation.
 
 One artifact failing fills its entry in ``artifact_errors`` and never fails the query or the
-other artifacts. Texts are treated under the options' ``sql_text`` policy.
+other artifacts. Texts are treated under the options' ``sql_text`` policy: unless it is ``raw``
+every text goes through a `_redact.Redactor` built from the literals of the SQL text and of the
+plans (`_literals`); a text that cannot be sanitized is replaced by ``_redact.WITHHELD`` and
+named in ``artifact_errors``.
 """
 
 from __future__ import annotations
@@ -15,15 +18,11 @@ from typing import Any, TypeVar
 
 from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
+from datafusion_otel._errors import protect_package_loggers, remember_sql
+from datafusion_otel._redact import WITHHELD, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
-from datafusion_otel.sanitize import (
-    extract_literals,
-    normalize_sql,
-    sanitize_dot,
-    sanitize_plan_text,
-    sanitize_sql,
-)
+from datafusion_otel.sanitize import normalize_sql, sanitize_sql
 
 __all__ = ["NO_SQL_NOTE", "SQL_OFF_NOTE", "capture_artifacts"]
 
@@ -35,6 +34,10 @@ NO_SQL_NOTE = "-- DataFrame API query: no SQL text"
 SQL_OFF_NOTE = "-- SQL text not captured (sql_text='off')"
 """``sql`` column value under the ``off`` policy."""
 _UNSUPPORTED_HINTS = ("not supported", "unsupported", "not implemented", "not yet implemented")
+WITHHELD_ERROR = "withheld: could not be sanitized"
+"""``artifact_errors`` entry of a text replaced by ``_redact.WITHHELD``."""
+NO_ARTIFACT_DIR = "no artifact_dir given: no file written (the plan texts are in this row)"
+"""``artifact_errors`` entry of an EXPLAIN file not written: files need an explicit directory."""
 
 
 class _Errors(dict[str, str]):
@@ -58,7 +61,7 @@ def _attempt(errors: _Errors, name: str, fn: Callable[[], _T]) -> _T | None:
         return fn()
     except Exception as exc:  # each artifact is captured in isolation
         errors.exception(name, exc)
-        _LOG.debug("artifact %s failed", name, exc_info=True)
+        _LOG.debug("artifact %s failed: %s", name, type(exc).__name__)  # texts quote literals
         return None
 
 
@@ -124,10 +127,12 @@ def capture_artifacts(
         The artifacts; never raises for a failed artifact.
     """
     started = time.perf_counter()
+    protect_package_loggers()  # every package logger treats what it writes
     errors = _Errors()
     policy = options.sql_text
     raw = policy == "raw"
     if execution_error is not None:
+        remember_sql(execution_error, sql)  # run metadata / span events redact with its literals
         errors.exception("execution", execution_error)
 
     logical = _attempt(errors, "logical_plan", df.logical_plan)
@@ -148,18 +153,33 @@ def capture_artifacts(
         if optimized is not None:
             optimized_text = _attempt(errors, "optimized_plan", optimized.display_indent)
 
-    literals: set[str] = set()
+    redactor = None
     if not raw:
-        literals = extract_literals(sql, ibis_sql, plans=(logical_text, optimized_text))
+        redactor = query_redactor(
+            (sql, ibis_sql), (logical, optimized), (logical_text, optimized_text)
+        )
 
-    def text(value: str | None) -> str | None:
+    def text(value: str | None, name: str = "plan") -> str | None:
         """Treat a plan text under the policy ("off" sanitizes plans like "sanitized")."""
-        if value is None or raw:
+        if value is None or redactor is None:
             return value
-        return sanitize_plan_text(value, literals)
+        clean = redactor.clean(value)
+        if clean is None:
+            errors.setdefault(name, WITHHELD_ERROR)
+            return WITHHELD
+        return clean
 
-    def text_str(value: str) -> str:
-        return text(value) or ""
+    def text_str(value: str, name: str = "plan") -> str:
+        return text(value, name) or ""
+
+    def sql_text(value: str, name: str) -> str:
+        if redactor is None:
+            return value
+        clean = sanitize_sql(value)  # the tokenizer did the work; check it all the same
+        if redactor.leaks(clean):
+            errors.setdefault(name, WITHHELD_ERROR)
+            return WITHHELD
+        return clean
 
     art = DataFusionPlanArtifacts(
         event_time_unix_ms=time.time_ns() // 1_000_000,
@@ -169,20 +189,23 @@ def capture_artifacts(
         plan_executed=executed and execution_error is None,
     )
     if sql is not None:
-        art.normalized_sql = None if policy == "off" else normalize_sql(sql)
-        art.sql = SQL_OFF_NOTE if policy == "off" else (sql if raw else sanitize_sql(sql))
+        art.normalized_sql = None
+        if policy != "off":
+            normalized = normalize_sql(sql)
+            art.normalized_sql = normalized if raw else sql_text(normalized, "normalized_sql")
+        art.sql = SQL_OFF_NOTE if policy == "off" else sql_text(sql, "sql")
     if ibis_sql is not None and policy != "off":
-        art.ibis_sql = ibis_sql if raw else sanitize_sql(ibis_sql)
+        art.ibis_sql = sql_text(ibis_sql, "ibis_sql")
 
     if options.wants("logical_plan") and logical is not None:
-        art.logical_plan = text(logical_text)
+        art.logical_plan = text(logical_text, "logical_plan")
     if options.wants("graphviz") and logical is not None:
         dot = _attempt(errors, "graphviz", logical.display_graphviz)
-        art.graphviz = dot if dot is None or raw else sanitize_dot(dot, literals)
+        art.graphviz = text(dot, "graphviz")
     if options.wants("optimized_plan"):
-        art.optimized_plan = text(optimized_text)
+        art.optimized_plan = text(optimized_text, "optimized_plan")
     if options.wants("plan_hash") and optimized_text is not None:
-        art.plan_hash = hashlib.sha256(optimized_text.encode()).hexdigest()
+        art.plan_hash = hashlib.sha256(optimized_text.encode()).hexdigest()  # issue 15 redefines
 
     needs_physical = any(
         options.wants(a)
@@ -195,14 +218,15 @@ def capture_artifacts(
         nodes = _attempt(errors, "physical_plan", lambda: _plan_walk.walk(plan)) or []
         physical_text = _attempt(errors, "physical_plan", plan.display_indent)
         if options.wants("physical_plan"):
-            art.physical_plan = text(physical_text)
+            art.physical_plan = text(physical_text, "physical_plan")
         if options.wants("graphviz"):
             labels = (art.physical_plan or "").splitlines()
             if len(labels) != len(nodes):  # one line per operator, in pre-order, normally
-                labels = [text_str(n.line) for n in nodes]
-            art.physical_graphviz = _attempt(
+                labels = [text_str(n.line, "physical_graphviz") for n in nodes]
+            dot = _attempt(
                 errors, "physical_graphviz", lambda: _plan_walk.physical_dot(nodes, labels)
             )
+            art.physical_graphviz = text(dot, "physical_graphviz")
         if options.wants("partition_count"):
             art.partition_count = _attempt(errors, "partition_count", lambda: plan.partition_count)
         if options.wants("join_operators"):
@@ -239,6 +263,9 @@ def capture_artifacts(
             )
             if status is not None:
                 art.substrait_validation_status, art.substrait_b64 = status
+                art.substrait_validation_status = text(
+                    art.substrait_validation_status, "substrait_validation_status"
+                )  # DataFusion's errors dump the plan: Literal(Utf8("..."))
                 if not raw and art.substrait_b64 is not None:
                     # Substrait bytes embed the query's literals: they cannot be sanitized.
                     art.substrait_b64 = None
@@ -255,10 +282,12 @@ def capture_artifacts(
     short_hash = art.plan_hash[:16] if art.plan_hash else "nohash"
     stem = f"{run_id or 'no-run'}-{short_hash}-{uuid.uuid4().hex[:8]}"
     directory = options.resolved_artifact_dir()
-    if options.wants("explain") and plan is not None:
+    if options.wants("explain") and plan is not None and directory is None:
+        errors["explain"] = NO_ARTIFACT_DIR
+    elif options.wants("explain") and plan is not None and directory is not None:
         rows = [
-            ("logical_plan", text_str(optimized_text or "")),
-            ("physical_plan", art.physical_plan or text_str(plan.display_indent())),
+            ("logical_plan", text_str(optimized_text or "", "explain")),
+            ("physical_plan", art.physical_plan or text_str(plan.display_indent(), "explain")),
         ]
         written = _attempt(
             errors, "explain", lambda: write_explain_rows(directory, f"{stem}-explain", rows)
@@ -268,14 +297,16 @@ def capture_artifacts(
             art.explain_rows_artifact_format = written.format
             art.explain_rows_schema_fingerprint = written.schema_fingerprint
     if options.capture_plan_artifacts and options.explain_analyze:
-        if executed or allow_real_explain_analyze:
+        if directory is None:
+            errors["explain_analyze"] = NO_ARTIFACT_DIR
+        elif executed or allow_real_explain_analyze:
             _explain_analyze(art, errors, df, ctx, sql, directory, stem, nodes, text_str, executed)
         else:
             errors["explain_analyze"] = plan_note or "the executed plan is not available"
 
-    if not raw:  # exception texts may quote the query's literals
+    if redactor is not None:  # exception texts may quote the query's literals
         for name in errors.raised:
-            errors[name] = sanitize_plan_text(sanitize_sql(errors[name]), literals)
+            errors[name] = redactor.text(errors[name], plan=False)
         if art.unparse_error is not None:
             art.unparse_error = errors.get("unparsed_sql", art.unparse_error)
     art.artifact_errors = dict(errors)
@@ -284,7 +315,7 @@ def capture_artifacts(
 
 
 def _unparse(
-    logical: Any, text: Callable[[str | None], str | None]
+    logical: Any, text: Callable[[str | None, str], str | None]
 ) -> tuple[str | None, str | None]:
     from datafusion import unparser
 
@@ -292,7 +323,7 @@ def _unparse(
         sql = unparser.Unparser(unparser.Dialect.default()).plan_to_sql(logical)
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}".strip()
-    return text(str(sql)), None
+    return text(str(sql), "unparsed_sql"), None
 
 
 def _explain_analyze(
@@ -304,7 +335,7 @@ def _explain_analyze(
     directory: Any,
     stem: str,
     nodes: list[_plan_walk.OperatorNode],
-    text_str: Callable[[str], str],
+    text_str: Callable[[str, str], str],
     executed: bool,
 ) -> None:
     """Write the EXPLAIN ANALYZE file: from metrics when the query ran, else a real one."""
@@ -316,7 +347,7 @@ def _explain_analyze(
         if len(sanitized) == len(nodes):  # reuse the treated physical plan's lines
             body = _plan_walk.explain_analyze_text(nodes, sanitized)
         else:
-            body = text_str(_plan_walk.explain_analyze_text(nodes))
+            body = text_str(_plan_walk.explain_analyze_text(nodes), "explain_analyze")
         source = "metrics"
     else:
 
@@ -333,7 +364,7 @@ def _explain_analyze(
         analyzed = _attempt(errors, "explain_analyze", real)
         if analyzed is None:
             return
-        body = text_str(analyzed)
+        body = text_str(analyzed, "explain_analyze")
         source = "explain_analyze"
     written = _attempt(
         errors,

@@ -2,28 +2,52 @@
 
 Error messages quote what they failed on, and DataFusion's quote the query's literals
 (``Cannot cast string 'alice@example.com' to value of Int32 type``). Under the default policy
-their text goes through `sanitize.sanitize_sql` before it reaches a span, a row or a file. The
-policy for runs comes from ``DATAFUSION_OTEL_SQL_TEXT`` (``sanitized`` by default, ``raw`` to
-keep texts as they are); the auto-instrumentation uses its own ``sql_text`` option.
+their text goes through the same machinery as plan texts (`_redact`): when the SQL text of the
+failing query is known (passed as ``sql``, or remembered on the exception with `remember_sql`)
+every rendering of its literals is redacted and names stay readable (``table 'orders' not
+found``); when it is not known, the literals of the most recently seen SQL texts are redacted,
+and every quoted text that is not one of their names and every number becomes ``?``.
+A message that still holds a rendering is withheld. The policy for runs comes from
+``DATAFUSION_OTEL_SQL_TEXT`` (``sanitized`` by default, ``raw`` to keep texts as they are); the
+auto-instrumentation uses its own ``sql_text`` option.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import traceback
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel.sanitize import SqlTextPolicy, sanitize_sql
+from datafusion_otel._literals import recent_literals, sql_literals
+from datafusion_otel._redact import WITHHELD, Redactor, count_withheld
+from datafusion_otel.sanitize import SqlTextPolicy
 
-__all__ = ["error_text", "record_exception", "run_policy"]
+__all__ = [
+    "SanitizingFilter",
+    "error_text",
+    "exception_text",
+    "protect_package_loggers",
+    "record_exception",
+    "remember_sql",
+    "run_policy",
+]
 
 SQL_TEXT_ENV = "DATAFUSION_OTEL_SQL_TEXT"
 _FRAME = '  File "'
 """Traceback frame location lines (file, line number, function) are kept as they are."""
 _DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_SQL_ATTRIBUTE = "__datafusion_otel_sql__"
+_UNKNOWN_LITERAL = re.compile(
+    r"""\$\w*\$.*?\$\w*\$
+    |(?<![\w.@])-?(?:0[xX][0-9A-Fa-f]+|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w])""",
+    re.VERBOSE,
+)
 
 
 def run_policy() -> SqlTextPolicy:
@@ -32,12 +56,71 @@ def run_policy() -> SqlTextPolicy:
     return "raw" if value == "raw" else "sanitized"
 
 
-def error_text(text: str, policy: SqlTextPolicy) -> str:
-    """Return ``text`` with literals replaced by ``?`` unless ``policy`` is ``raw``."""
-    return text if policy == "raw" else sanitize_sql(text)
+def remember_sql(exc: BaseException, sql: str | None) -> None:
+    """Remember on ``exc`` the SQL text of the query it failed, for `exception_text`."""
+    if sql is None:
+        return
+    with contextlib.suppress(Exception):  # no attributes: the message is sanitized blindly
+        setattr(exc, _SQL_ATTRIBUTE, sql)
 
 
-def _lines_text(text: str, policy: SqlTextPolicy) -> str:
+def _remembered(exc: BaseException) -> str | None:
+    value = getattr(exc, _SQL_ATTRIBUTE, None)
+    return value if isinstance(value, str) else None
+
+
+def _redactor(sql: str) -> Redactor:
+    found = sql_literals(sql)
+    return Redactor(found.values, found.identifiers)
+
+
+def error_text(text: str, policy: SqlTextPolicy, sql: str | None = None) -> str:
+    """Return ``text`` without the query's literals unless ``policy`` is ``raw``.
+
+    Args:
+        text: An error message.
+        policy: The text policy.
+        sql: The SQL text of the failing query, when known: its literals are redacted and
+            everything else stays; unknown, every quoted string and number becomes ``?``.
+
+    Returns:
+        The sanitized message, or ``_redact.WITHHELD`` when it could not be sanitized.
+    """
+    if policy == "raw":
+        return text
+    protect_package_loggers()
+    if sql is None or not sql_literals(sql).ok:
+        return _unknown_query_text(text, numbers=True)
+    out = _redactor(sql).clean(text, plan=False)
+    if out is None:
+        count_withheld()
+        return WITHHELD
+    return out
+
+
+def _unknown_query_text(text: str, *, numbers: bool) -> str:
+    """Treat a message whose query is unknown.
+
+    The literals of the recent SQL texts are redacted, and so are quoted texts that are not
+    their names and (with ``numbers``) every number.
+    """
+    values, names = recent_literals()  # the failing query is likely among the recent ones
+    redactor = Redactor(values, names)
+    out = redactor.redact(text, plan=False)
+    if numbers:
+        out = _UNKNOWN_LITERAL.sub("?", out)
+    if redactor.leaks(out, plan=False):
+        count_withheld()
+        return WITHHELD
+    return out
+
+
+def exception_text(exc: BaseException, policy: SqlTextPolicy, sql: str | None = None) -> str:
+    """`error_text` of ``str(exc)``, with the SQL text remembered on ``exc`` when not given."""
+    return error_text(str(exc), policy, sql if sql is not None else _remembered(exc))
+
+
+def _lines_text(text: str, policy: SqlTextPolicy, sql: str | None) -> str:
     """`error_text` line by line, keeping each line's indentation and line break."""
     out = []
     for line in text.splitlines(keepends=True):
@@ -46,31 +129,123 @@ def _lines_text(text: str, policy: SqlTextPolicy) -> str:
             out.append(line)
             continue
         start = line.index(body[0])
-        out.append(line[:start] + error_text(body, policy) + line[start + len(body) :])
+        out.append(line[:start] + error_text(body, policy, sql) + line[start + len(body) :])
     return "".join(out)
 
 
-def _frame_text(entry: str, policy: SqlTextPolicy) -> str:
+def _frame_text(entry: str, policy: SqlTextPolicy, sql: str | None) -> str:
     """Keep a frame's location line (file, line number, function); treat everything else."""
     if entry.startswith(_FRAME):
         location, newline, rest = entry.partition("\n")
         if policy != "raw":  # source lines are Python: "..." is a string there, not a name
             rest = _DOUBLE_QUOTED.sub("?", rest)
-        return location + newline + _lines_text(rest, policy)
-    return _lines_text(entry, policy)
+        return location + newline + _lines_text(rest, policy, sql)
+    return _lines_text(entry, policy, sql)
 
 
-def record_exception(span: trace.Span, exc: BaseException, policy: SqlTextPolicy) -> None:
-    """Add the standard ``exception`` event to ``span``, its texts treated under ``policy``."""
+def record_exception(
+    span: trace.Span, exc: BaseException, policy: SqlTextPolicy, sql: str | None = None
+) -> None:
+    """Add the standard ``exception`` event to ``span``, its texts treated under ``policy``.
+
+    Args:
+        span: The span.
+        exc: The exception.
+        policy: The text policy.
+        sql: The SQL text of the failing query (default: the one remembered on ``exc``).
+    """
     if policy == "raw":
         span.record_exception(exc, escaped=True)
         return
+    sql = sql if sql is not None else _remembered(exc)
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    stack = "".join(_frame_text(line, policy) for line in lines)
+    stack = "".join(_frame_text(line, policy, sql) for line in lines)
+    if sql is not None and _redactor(sql).leaks(stack, plan=False):  # a rendering split over lines
+        count_withheld()
+        stack = WITHHELD
     attributes: dict[str, AttributeValue] = {
         "exception.type": type(exc).__qualname__,
-        "exception.message": error_text(str(exc), policy),
+        "exception.message": error_text(str(exc), policy, sql),
         "exception.stacktrace": stack,
         "exception.escaped": "True",
     }
     span.add_event("exception", attributes)
+
+
+class SanitizingFilter(logging.Filter):
+    """A logging filter that treats a record's message and traceback like an error text.
+
+    Attach it to each of the package's loggers (``logger.addFilter(SanitizingFilter())``):
+    the message is treated like `error_text` (the query is not known: the literals of the
+    recently seen SQL texts are redacted and every quoted text that is not one of their names
+    becomes ``?``; numbers stay),
+    and a traceback is formatted now, treated, and kept as ``exc_text``; ``exc_info`` keeps
+    the type with a copy of the exception that holds the treated message (no traceback), so
+    that no handler formats the raw exception again. Under
+    ``DATAFUSION_OTEL_SQL_TEXT=raw`` records pass unchanged. It never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Treat ``record`` in place; always keep it."""
+        policy = run_policy()
+        if policy == "raw":
+            return True
+        try:
+            message, sql = record.getMessage(), _remembered_of(record)
+            if sql is None:  # the package's own numbers (counts, times) stay readable
+                record.msg = _unknown_query_text(message, numbers=False)
+            else:
+                record.msg = error_text(message, policy, sql)
+            record.args = None
+            if record.exc_info and record.exc_info[1] is not None:
+                kind, exc, tb = record.exc_info
+                lines = traceback.format_exception(kind, exc, tb)
+                sql = _remembered(exc)
+                record.exc_text = "".join(_frame_text(line, policy, sql) for line in lines)
+                record.exc_info = _treated_exc_info(kind, exc, policy, sql)
+        except Exception:  # a record that cannot be treated keeps only its logger and level
+            record.msg, record.args, record.exc_info, record.exc_text = WITHHELD, None, None, None
+            count_withheld()
+        return True
+
+
+def _treated_exc_info(
+    kind: type[BaseException], exc: BaseException, policy: SqlTextPolicy, sql: str | None
+) -> Any:
+    """``exc_info`` whose exception is a copy of ``exc`` holding only its treated message.
+
+    No traceback: its source lines may quote the caller's SQL (``exc_text`` has it, treated).
+    """
+    try:
+        copy = kind.__new__(kind)
+        copy.args = (error_text(str(exc), policy, sql),)
+    except Exception:  # a type that cannot be copied: handlers get no exception at all
+        return None
+    return (kind, copy, None)
+
+
+def _remembered_of(record: logging.LogRecord) -> str | None:
+    if record.exc_info and record.exc_info[1] is not None:
+        return _remembered(record.exc_info[1])
+    return None
+
+
+_FILTER = SanitizingFilter()
+_PACKAGE = "datafusion_otel"
+_protected = {"count": -1}
+
+
+def protect_package_loggers() -> None:
+    """Attach `SanitizingFilter` to every logger of the package that exists now (idempotent).
+
+    Called when texts are captured or errors recorded, so every package logger that could
+    carry a query's text has the filter before it does; cheap when nothing changed.
+    """
+    names = [n for n in list(logging.Logger.manager.loggerDict) if n.startswith(_PACKAGE)]
+    if len(names) == _protected["count"]:
+        return
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SanitizingFilter) for f in logger.filters):
+            logger.addFilter(_FILTER)
+    _protected["count"] = len(names)

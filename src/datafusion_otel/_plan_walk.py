@@ -81,7 +81,7 @@ def physical_dot(nodes: list[OperatorNode], labels: list[str] | None = None) -> 
     texts = labels if labels is not None and len(labels) == len(nodes) else [n.line for n in nodes]
     lines = ["digraph PhysicalPlan {", '  node [shape=box, fontname="monospace"];']
     for node, label in zip(nodes, texts, strict=False):
-        text = label.strip().replace("\\", "\\\\").replace('"', '\\"')
+        text = label.strip().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         lines.append(f'  "{node.path}" [label="{text}"];')
     for node in nodes:
         for child in node.children:

@@ -29,6 +29,7 @@ from datafusion_otel import _routing
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
 from datafusion_otel._emit import emit_artifacts
+from datafusion_otel._errors import remember_sql
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import resolve_provider, tracer_for
@@ -260,7 +261,12 @@ def sql_to_datafusion(
         Exception: DataFusion's own error for SQL that does not plan, unchanged.
     """
     options = options or DataFusionCompileOptions()
-    return _compile(ctx.sql(sql), ctx, sql, options, None)
+    try:
+        df = ctx.sql(sql)
+    except Exception as exc:
+        remember_sql(exc, sql)  # its message is sanitized with this SQL's literals
+        raise
+    return _compile(df, ctx, sql, options, None)
 
 
 def ibis_to_datafusion(

@@ -13,7 +13,8 @@ Artifact names (members of `DataFusionCompileOptions.artifacts`):
 ``operator_metrics``   per-operator runtime metrics (DATAFUSION_OPERATOR_METRICS_V1)
 ``substrait``          Substrait bytes of the optimized plan, validated by a round trip
 ``unparsed_sql``       SQL unparsed from the unoptimized logical plan
-``explain``            EXPLAIN rows written to an Arrow IPC file under ``artifact_dir``
+``explain``            EXPLAIN rows written to an Arrow IPC file under ``artifact_dir`` (only
+                       when ``artifact_dir`` is given: no file is written by default)
 ``operator_spans``     one child span per timed operator, nested as in the plan, with
                        DataFusion's measured start/end times (nothing runs again)
 =====================  =====================================================================
@@ -101,8 +102,8 @@ class DataFusionCompileOptions:
         explain_analyze: Also write an EXPLAIN ANALYZE file, built from the executed plan's
             metrics (the query is not run twice).
         plan_artifacts_hook: Called with ``structured_explain_payload()`` of every capture.
-        artifact_dir: Where EXPLAIN / EXPLAIN ANALYZE files go (default:
-            `default_artifact_dir`).
+        artifact_dir: Where EXPLAIN / EXPLAIN ANALYZE files go. None (the default) writes no
+            file: the plan texts stay in the rows (`default_artifact_dir` is a suggestion).
         artifacts: Names of the artifacts to capture (`DEFAULT_ARTIFACTS` or `ALL_ARTIFACTS`
             or any subset of the latter).
         sql_text: ``"sanitized"`` (literals become ``?`` in SQL and plan texts, the default),
@@ -157,6 +158,6 @@ class DataFusionCompileOptions:
         """Return True if ``artifact`` is to be captured."""
         return self.capture_plan_artifacts and artifact in self.artifacts
 
-    def resolved_artifact_dir(self) -> Path:
-        """Return `artifact_dir` as a Path, or the default."""
-        return Path(self.artifact_dir) if self.artifact_dir is not None else default_artifact_dir()
+    def resolved_artifact_dir(self) -> Path | None:
+        """Return `artifact_dir` as a Path; None when none was given (no file is written)."""
+        return Path(self.artifact_dir) if self.artifact_dir is not None else None

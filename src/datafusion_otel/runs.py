@@ -25,7 +25,7 @@ from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._delivery import describe_exception, dispatcher
-from datafusion_otel._errors import error_text, record_exception, run_policy
+from datafusion_otel._errors import exception_text, record_exception, run_policy
 from datafusion_otel._span_rows import RunRecord, forget_run, register_run
 from datafusion_otel.config import exports_from, processor_for, resolve_provider, tracer_for
 from datafusion_otel.diagnostics import DiagnosticsSink
@@ -403,7 +403,7 @@ def _fail(run: DataFusionRun, exc: BaseException) -> None:
         if run._span is not None:
             record_exception(run._span, exc, policy)
         errors = meta.error_metadata(
-            run.metadata, type(exc).__qualname__, error_text(str(exc), policy)
+            run.metadata, type(exc).__qualname__, exception_text(exc, policy)
         )
     except Exception as error:  # str(exc) may raise: the run still fails, without a message
         _LOG.error(

@@ -49,7 +49,7 @@ from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
-from datafusion_otel._errors import error_text, record_exception
+from datafusion_otel._errors import exception_text, record_exception
 from datafusion_otel.bridge import is_self_capturing, record_execution_artifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import exports_from, processor_for, resolve_provider
@@ -316,8 +316,9 @@ class Execution:
         if error is not None:
             error_type = type(error).__qualname__
             policy = self.tracing.options.sql_text
-            message = error_text(str(error), policy)  # messages quote query literals
-            record_exception(span, error, policy)
+            # messages quote query literals: sanitized with those of the execution's SQL
+            message = exception_text(error, policy, self.info.sql)
+            record_exception(span, error, policy, sql=self.info.sql)
             ending[attr.ERROR_TYPE] = error_type
             span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
             if provider is not None:

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._errors import error_text, record_exception
+from datafusion_otel._errors import exception_text, record_exception
 from datafusion_otel.instrumentation._execution import INSIDE, Tracing, call_in, internal_error
 from datafusion_otel.instrumentation._query import (
     INFO_ATTR,
@@ -148,7 +148,7 @@ def _planned(
         result = original(ctx, *args, **kwargs)
     except BaseException as exc:
         otel_context.detach(token)
-        _end_failed(span, exc, tracing)
+        _end_failed(span, exc, tracing, info.sql)
         raise
     otel_context.detach(token)
     try:
@@ -158,14 +158,18 @@ def _planned(
     return result
 
 
-def _end_failed(span: trace.Span, exc: BaseException, tracing: Tracing) -> None:
-    """End a planning span with the error that ended it; never raises."""
+def _end_failed(span: trace.Span, exc: BaseException, tracing: Tracing, sql: str | None) -> None:
+    """End a planning span with the error that ended it; never raises.
+
+    The message is sanitized with the literals of ``sql``, the statement that failed.
+    """
     try:
         policy = tracing.options.sql_text
         error_type = type(exc).__qualname__
-        record_exception(span, exc, policy)
+        record_exception(span, exc, policy, sql=sql)
         span.set_attribute(attr.ERROR_TYPE, error_type)
-        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error_text(str(exc), policy)}"))
+        message = exception_text(exc, policy, sql)
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
         span.end()
     except Exception:
         internal_error("ending a planning span")

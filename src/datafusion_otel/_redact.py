@@ -1,0 +1,287 @@
+"""Redact a query's literals from any text, and withhold a text that still holds one.
+
+A `Redactor` knows the literal values of one query (`_literals`) and every rendering of them
+(`_renderings`). `Redactor.clean` treats one text in three steps:
+
+1. every known rendering (3 characters or more) standing on token boundaries becomes ``?``,
+   unless the matched text is one of the schema's identifiers (a table or column name);
+2. structural redaction where DataFusion's format is known: typed literals (``Utf8("...")``,
+   ``Int64(...)``, ``TimestampNanosecond(...)``, ``List([...])``), interval structs, IN sets,
+   ``fetch=`` / ``skip=`` / ``limit=`` / ``offset=`` values and, in plan texts, quoted strings
+   and numbers compared with ``=``, ``<``, ``>``;
+   Error messages (``plan=False``) quote parts of a value (``unknown token: secret`` for
+   ``'secret('``): there the words of string values (3 characters or more) are redacted too;
+3. fail closed: a text that still holds a rendering (or whose query could not be read
+   completely) is replaced by `WITHHELD`.
+
+Renderings shorter than 3 characters (``LIMIT 1``, ``status = 1``) are only redacted
+structurally: matching them everywhere would garble every plan (``@1``, ``RoundRobinBatch(2)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from datafusion_otel._literals import plan_literals, sql_literals
+from datafusion_otel._renderings import renderings
+
+__all__ = [
+    "MIN_RENDERING",
+    "WITHHELD",
+    "Redactor",
+    "count_withheld",
+    "query_redactor",
+    "withheld_count",
+]
+
+WITHHELD = "-- withheld: could not be sanitized"
+"""What replaces a text that could not be sanitized."""
+MIN_RENDERING = 3
+"""Renderings shorter than this are not matched outside the structural rules."""
+
+_TYPED = re.compile(
+    r"""\b(?P<type>Utf8View|LargeUtf8|Utf8|U?Int(?:8|16|32|64)|Float(?:16|32|64)
+          |Decimal(?:32|64|128|256)|Date(?:32|64)|Time(?:32|64)\w*|Timestamp\w*
+          |Interval\w*|Duration\w*|Boolean|Binary\w*|LargeBinary|FixedSizeBinary\w*
+          |BinaryView|LargeList|FixedSizeList|List|Struct|Map|Dictionary|Literal)
+        \(
+        (?P<value>"(?:[^"\\]|\\.)*"|_[^\n]*?_(?=\))|[^()\n]*(?:\([^()\n]*\)[^()\n]*)*)
+        \)""",
+    re.VERBOSE,
+)
+_STRUCT = re.compile(r"\b(Interval\w*|MonthDayNano|DayTime) ?\{[^{}]*\}")
+_IN_SET = re.compile(r"(IN \(SET\) \()\[[^\]\n]*\]")
+_LIMIT = re.compile(r"\b(fetch|skip|limit|offset)=\d+", re.IGNORECASE)
+_QUOTED = re.compile(r"'(?:[^'\n]|'')*'")
+_QUOTED_NAME = re.compile(r"""(?P<q>['"])(?P<body>[^'"\n]*)(?P=q)""")
+_WORD_SPLIT = re.compile(r"[^\w]+")
+_CATALOG_WORDS = frozenset({"datafusion", "public", "information_schema"})
+_COMPARED_NUMBER = re.compile(r"(?<=[=<>] )(?<!-> )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
+
+_CLEANED_SIZE = 64
+_lock = threading.Lock()
+_withheld = {"count": 0}
+
+
+def count_withheld() -> None:
+    """Count one span or log text withheld (see `withheld_count`)."""
+    with _lock:
+        _withheld["count"] += 1
+
+
+def withheld_count() -> int:
+    """How many span / log texts were withheld because they could not be sanitized."""
+    return _withheld["count"]
+
+
+def _guarded(rendering: str) -> str:
+    body = re.escape(rendering)
+    if rendering[0].isalnum() or rendering[0] == "_":
+        body = r"(?<![\w])" + body
+    if rendering[-1].isalnum() or rendering[-1] == "_":
+        body += r"(?![\w])"
+    return body
+
+
+@functools.lru_cache(maxsize=512)
+def _pattern(found: frozenset[str]) -> re.Pattern[str] | None:
+    if not found:
+        return None
+    ordered = sorted(found, key=lambda r: (-len(r), r))
+    return re.compile("|".join(_guarded(r) for r in ordered))
+
+
+def structural(text: str, *, plan: bool, identifiers: frozenset[str] | None = None) -> str:
+    """Apply the structural rules (typed literals, IN sets, limits; quotes and numbers in plans).
+
+    Args:
+        text: Any text.
+        plan: Whether ``text`` is a plan or SQL text (also redacts quoted strings and numbers
+            after comparison operators); False for error messages.
+        identifiers: For error messages: quoted texts that are not one of these names (or a
+            dotted path of them, ``'datafusion.public.orders'``) become ``?``, since errors
+            also quote data values; None leaves quoted texts of error messages alone.
+
+    Returns:
+        The redacted text.
+    """
+    out = _TYPED.sub(lambda m: f"{m.group('type')}(?)", text)
+    out = _STRUCT.sub(lambda m: f"{m.group(1)} {{ ? }}", out)
+    out = _IN_SET.sub(r"\1[?]", out)
+    out = _LIMIT.sub(r"\1=?", out)
+    if plan:
+        if "'" in out:
+            out = _QUOTED.sub("?", out)
+        out = _COMPARED_NUMBER.sub("?", out)
+    elif identifiers is not None:
+        names = identifiers | _CATALOG_WORDS
+        out = _QUOTED_NAME.sub(lambda m: m.group(0) if _is_name(m, names) else "?", out)
+    return out
+
+
+def _is_name(match: re.Match[str], names: frozenset[str]) -> bool:
+    body = match.group("body")
+    return bool(body) and all(part in names for part in body.split("."))
+
+
+class Redactor:
+    """The literals of one query and how to remove them from any text.
+
+    Args:
+        values: Literal values (`_literals.sql_literals` / `_literals.plan_literals`).
+        identifiers: Table and column names that stay readable even when a literal equals one.
+        complete: False when the plans could not be read completely; plan texts are then
+            withheld (`clean` with ``plan=True``).
+    """
+
+    def __init__(
+        self, values: Iterable[Any], identifiers: Iterable[str] = (), *, complete: bool = True
+    ) -> None:
+        found: set[str] = set()
+        words: set[str] = set()
+        seen: set[str] = set()
+        for value in values:
+            key = f"{type(value).__name__}:{value!r}"
+            if key in seen:
+                continue
+            seen.add(key)
+            found.update(r for r in renderings(value) if len(r) >= MIN_RENDERING)
+            if isinstance(value, str):  # error messages quote the tokens of a value
+                words.update(w for w in _WORD_SPLIT.split(value) if len(w) >= MIN_RENDERING)
+        self.identifiers = frozenset(identifiers)
+        self.renderings = frozenset(found - self.identifiers)
+        self.complete = complete
+        self.words = frozenset(words - self.identifiers - found)
+        self._cleaned: dict[tuple[str, bool], str | None] = {}  # a repeated query's texts
+        self._lock = threading.Lock()
+
+    def redact(self, text: str, *, plan: bool = True) -> str:
+        """Return ``text`` with every rendering and every structural literal replaced by ``?``.
+
+        Args:
+            text: Any text.
+            plan: Whether ``text`` is a plan / SQL text (see `structural`).
+
+        Returns:
+            The redacted text (not checked: see `clean`).
+        """
+        out = text
+        pattern = self._present(out, plan=plan)
+        if pattern is not None:
+            out = pattern.sub(self._replace, out)
+        return structural(out, plan=plan, identifiers=self.identifiers)
+
+    def _replace(self, match: re.Match[str]) -> str:
+        return match.group(0) if match.group(0) in self.identifiers else "?"
+
+    def leaks(self, text: str, *, plan: bool = True) -> bool:
+        """Whether ``text`` holds a rendering of a literal on token boundaries.
+
+        Args:
+            text: Any text.
+            plan: False for error messages: the words of string values count too.
+        """
+        pattern = self._present(text, plan=plan)
+        if pattern is None:
+            return False
+        return any(m.group(0) not in self.identifiers for m in pattern.finditer(text))
+
+    def _present(self, text: str, *, plan: bool) -> re.Pattern[str] | None:
+        """The pattern of the renderings that occur in ``text`` at all.
+
+        A substring test per rendering is far cheaper than one alternation of all of them.
+        """
+        found = {r for r in self.renderings if r in text}
+        if not plan:
+            found.update(w for w in self.words if w in text)
+        return _pattern(frozenset(found))
+
+    def clean(self, text: str, *, plan: bool = True) -> str | None:
+        """Redact ``text`` and check it; None when it must be withheld.
+
+        Args:
+            text: Any text.
+            plan: Whether ``text`` is a plan / SQL text; plan texts are withheld when the
+                query's plans could not be read completely.
+
+        Returns:
+            The sanitized text, or None when it still holds a rendering.
+        """
+        if plan and not self.complete:
+            return None
+        key = (text, plan)
+        with self._lock:
+            if key in self._cleaned:
+                return self._cleaned[key]
+        out: str | None = self.redact(text, plan=plan)
+        if out is not None and self.leaks(out, plan=plan):
+            out = None
+        with self._lock:
+            if len(self._cleaned) >= _CLEANED_SIZE:
+                self._cleaned.clear()
+            self._cleaned[key] = out
+        return out
+
+    def text(self, text: str, *, plan: bool = True) -> str:
+        """`clean`, with `WITHHELD` in place of a text that must be withheld."""
+        out = self.clean(text, plan=plan)
+        return WITHHELD if out is None else out
+
+
+_REDACTORS: OrderedDict[tuple[str | None, ...], Redactor] = OrderedDict()
+_REDACTORS_LOCK = threading.Lock()
+_REDACTORS_SIZE = 256
+
+
+def query_redactor(
+    sqls: tuple[str | None, ...], plans: tuple[Any, ...], plan_texts: tuple[str | None, ...]
+) -> Redactor:
+    """The `Redactor` of one query: the literals of its SQL texts and of its plans.
+
+    Args:
+        sqls: SQL texts (the SQL, the Ibis SQL); None entries are ignored.
+        plans: LogicalPlan objects to walk (logical, optimized); None entries are ignored.
+        plan_texts: Their display texts, the cache key with ``sqls``.
+
+    Returns:
+        A redactor built once per (SQL texts, plan texts): plans that print alike hold the
+        same literals (every literal is printed in the logical and optimized plans), so a
+        repeated query costs no plan walk, no renderings and no pattern again.
+    """
+    key = (*sqls, *plan_texts)
+    if plan_texts[0] is None:  # no plan text to key the plan literals on
+        return _build(sqls, plans)
+    return _cached(key, lambda: _build(sqls, plans))
+
+
+def _cached(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redactor:
+    with _REDACTORS_LOCK:
+        found = _REDACTORS.get(key)
+        if found is not None:
+            _REDACTORS.move_to_end(key)
+            return found
+    built = build()
+    with _REDACTORS_LOCK:
+        _REDACTORS[key] = built
+        while len(_REDACTORS) > _REDACTORS_SIZE:
+            _REDACTORS.popitem(last=False)
+    return built
+
+
+def _build(sqls: tuple[str | None, ...], plans: tuple[Any, ...]) -> Redactor:
+    values: list[Any] = []
+    identifiers: set[str] = set()
+    for source in sqls:
+        if source:
+            found = sql_literals(source)
+            values.extend(found.values)
+            identifiers |= found.identifiers
+    walked = plan_literals(*plans)
+    values.extend(walked.values)
+    identifiers |= walked.identifiers
+    return Redactor(values, identifiers, complete=walked.complete)
