@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from datafusion import SessionConfig, SessionContext
 
 from datafusion_otel import attributes as attr
