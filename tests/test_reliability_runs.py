@@ -6,7 +6,8 @@ Real SDK providers (the global one where the scenario needs it), real DataFusion
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -25,7 +26,7 @@ from datafusion_otel import (
     start_run,
     tracked_run,
 )
-from datafusion_otel._run_metadata import EXPORTED, NOTES
+from datafusion_otel._run_metadata import EXPORTED, MAX_VALUES, NOTES
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from otel_state import Handles, handles_fixture  # noqa: F401
@@ -233,6 +234,43 @@ class TestMetadataSnapshot:
             run.metadata["deep"] = deep
         metadata = json.loads(str(_row_of(sink, run.run_id)["metadata"]))
         assert any("nested deeper" in note for note in metadata[NOTES])
+
+    def test_self_reference_and_shared_objects_end(
+        self, run_python: Callable[..., subprocess.CompletedProcess[str]]
+    ) -> None:
+        # in a subprocess: the old snapshot never ended (2**64 paths) and could not be stopped
+        result = run_python(
+            """
+            import json
+            import datafusion_otel
+            from datafusion_otel import DiagnosticsCollector, tracked_run
+
+            sink = DiagnosticsCollector()
+            with tracked_run(label="cycle", sink=sink) as run:
+                m = run.metadata
+                m["a"] = m
+                m["b"] = m
+            shared = [1]
+            for _ in range(60):  # 2**60 paths, 61 objects
+                shared = [shared, shared]
+            with tracked_run(label="shared", sink=sink, metadata={"ok": 1}) as run2:
+                run2.metadata["shared"] = shared
+            datafusion_otel.force_flush(10)
+            rows = sink.events_snapshot()["datafusion_runs_v1"]
+            print(json.dumps([[r["status"], r["metadata"]] for r in rows]))
+            """,
+            timeout=120,
+        )
+        (cycle_status, cycle_text), (shared_status, shared_text) = json.loads(result.stdout)
+        assert (cycle_status, shared_status) == ("completed", "completed")
+        cycle = json.loads(cycle_text)
+        assert cycle["a"] is None and cycle["b"] is None
+        assert sum("a cycle" in note for note in cycle[NOTES]) == 2
+        shared = json.loads(shared_text)
+        assert shared["ok"] == 1
+        assert len(shared_text) < 200_000  # at most MAX_VALUES values were kept
+        (note,) = [n for n in shared[NOTES] if "truncated" in n]
+        assert f"{MAX_VALUES} values" in note
 
     def test_body_error_is_reraised_unchanged_with_a_bad_value(self, configured: object) -> None:
         sink = DiagnosticsCollector()
