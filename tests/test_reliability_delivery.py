@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +21,7 @@ import datafusion_otel
 from datafusion_otel import tracked_run
 from datafusion_otel._delivery import SinkDispatcher, dispatcher
 from datafusion_otel.export import BatchOptions
+from datafusion_otel.store import ParquetSink, RunStore
 from listeners import ReceiverProcess
 from otel_state import Handles, handles_fixture  # noqa: F401
 
@@ -47,6 +49,56 @@ class TestForceFlush:
                 ids.add(run.run_id)
         assert datafusion_otel.force_flush(10) is True
         assert receiver.trace_ids() >= ids  # there at once: no wait for the 60 s timer
+
+    def test_module_force_flush_writes_parquet_sink_buffers(
+        self, handles: Handles, tmp_path: Path
+    ) -> None:
+        configured = ParquetSink(tmp_path / "configured", flush_interval=60)
+        per_run = ParquetSink(tmp_path / "per-run", flush_interval=60)
+        handles.add(datafusion_otel.configure(sink=configured))
+        for index in range(3):
+            with tracked_run(label=f"stored-{index}"):
+                pass
+        with tracked_run(label="own-sink", sink=per_run):
+            pass
+        assert datafusion_otel.force_flush(10) is True
+        assert RunStore(tmp_path / "configured").run_count() == 4  # it receives every run
+        assert RunStore(tmp_path / "per-run").run_count() == 1
+        configured.close()
+        per_run.close()
+
+    def test_a_sink_whose_flush_fails_or_hangs_makes_it_false(self, handles: Handles) -> None:
+        class _FlushingSink:
+            def __init__(self, result: bool | None) -> None:
+                self.result = result
+                self.release = threading.Event()
+                self.calls: list[float] = []
+
+            def record_events(self, name: str, rows: Sequence[Mapping[str, object]]) -> None:
+                pass
+
+            def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
+                pass
+
+            def force_flush(self, timeout: float) -> bool:
+                self.calls.append(timeout)
+                if self.result is None:  # stuck until released
+                    self.release.wait()
+                    return True
+                return self.result
+
+        good, failing, stuck = _FlushingSink(True), _FlushingSink(False), _FlushingSink(None)
+        for sink in (good, failing, stuck):
+            with tracked_run(label="flushing", sink=sink):
+                pass
+        try:
+            assert datafusion_otel.force_flush(0.5) is False
+            assert good.calls and failing.calls and stuck.calls  # each was asked, in parallel
+            assert all(timeout <= 0.5 for timeout in good.calls + failing.calls + stuck.calls)
+        finally:
+            stuck.release.set()
+        failing.result = True
+        assert datafusion_otel.force_flush(10) is True  # all sinks flushed fine this time
 
 
 class TestConfigureTwice:

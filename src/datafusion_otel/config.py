@@ -320,12 +320,14 @@ def force_flush(timeout: float = 30.0) -> bool:
     """Flush everything the package set up: the one call to make before the program exits.
 
     Waits at most ``timeout`` seconds in total until execution spans recorded off the query
-    path exist, every span queued for the exporters `configure` attached is exported, and
-    every queued diagnostics row reached its sink.
+    path exist, every span queued for the exporters `configure` attached is exported, every
+    queued diagnostics row reached its sink, and every sink rows were delivered to that has a
+    ``force_flush(timeout)`` method (the `configure` sink, run sinks: a `ParquetSink` writes
+    its buffered rows) has flushed.
 
     Returns:
         False if anything is still pending at the deadline, or was dropped or failed since the
-        last flush.
+        last flush, or if a sink's ``force_flush`` returned False.
     """
     deadline = time.monotonic() + max(timeout, 0.0)
     _deferred.flush()  # execution spans recorded off the query path, and their rows
@@ -333,7 +335,8 @@ def force_flush(timeout: float = 30.0) -> bool:
     for export_processor in _export_processors():
         remaining = max(deadline - time.monotonic(), 0.0)
         ok = export_processor.force_flush(int(remaining * 1000)) and ok
-    return dispatcher.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
+    ok = dispatcher.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
+    return dispatcher.flush_sinks(max(deadline - time.monotonic(), 0.0)) and ok
 
 
 def reset() -> None:
