@@ -271,3 +271,39 @@ class TestSinkErrorLog:
             assert "ValueError" in text
             assert secret not in text
             assert record.exc_info is None  # a handler would print the message with it
+
+
+class TestSlowInlineWarning:
+    """Only a user's sink is told to remove ``nonblocking``; the package's own sinks cannot."""
+
+    ROWS = 200_000  # a batch big enough that buffering it takes well over 50 ms anywhere
+
+    def test_parquet_sink_is_not_warned_a_user_sink_is(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class _SlowUserSink:
+            nonblocking = True
+
+            def record_events(self, name: str, rows: Sequence[Mapping[str, object]]) -> None:
+                time.sleep(0.1)  # really slow: I/O on the query's thread
+
+            def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
+                pass
+
+        own = SinkDispatcher()
+        store = ParquetSink(tmp_path, flush_interval=60, max_buffer_rows=1_000)
+        rows = [
+            {"run_id": f"{i:032x}", "label": "x", "start_time_unix_ms": 1, "status": "completed"}
+            for i in range(self.ROWS)
+        ]
+        with caplog.at_level(logging.WARNING, logger="datafusion_otel.delivery"):
+            started = time.monotonic()
+            own.record_events(store, "datafusion_runs_v1", rows)
+            parquet_seconds = time.monotonic() - started
+            own.record_events(_SlowUserSink(), "datafusion_runs_v1", rows[:1])
+        warned = [r.getMessage() for r in caplog.records if "nonblocking" in r.getMessage()]
+        if parquet_seconds <= 0.05:  # pragma: no cover - a machine too fast for the batch
+            pytest.fail(f"buffering {self.ROWS} rows took {parquet_seconds:.3f} s only")
+        assert len(warned) == 1, warned
+        assert "_SlowUserSink" in warned[0]
+        store.close()

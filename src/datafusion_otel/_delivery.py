@@ -1,12 +1,13 @@
 """Delivery of rows and artifacts to sinks, never blocking or failing the caller.
 
 Sinks that declare ``nonblocking = True`` are called on the caller's thread, always (so their
-rows are there as soon as the call returns; a call slower than 50 ms is warned about once per
-sink); every other sink is called from one background worker through a queue bounded in
-records (100,000) and in estimated bytes (64 MiB by default, ``DATAFUSION_OTEL_QUEUE_BYTES``): a
-full queue drops the record and counts it, so a blocked sink cannot make memory grow without
-bound. A sink that raises is logged once per (sink, record name), with the exception's type and
-traceback frames but never its message (it may quote row values), and counted.
+rows are there as soon as the call returns; a call of a user's sink slower than 50 ms is warned
+about once per sink, the package's own sinks are not warned about); every other sink is called
+from one background worker through a queue bounded in records (100,000) and in estimated bytes
+(64 MiB by default, ``DATAFUSION_OTEL_QUEUE_BYTES``): a full queue drops the record and counts
+it, so a blocked sink cannot make memory grow without bound. A sink that raises is logged once
+per (sink, record name), with the exception's type and traceback frames but never its message
+(it may quote row values), and counted.
 
 Every sink delivered to that has a ``force_flush(timeout)`` method (``ParquetSink``) is kept
 in a weak registry: `SinkDispatcher.flush_sinks` (called by `datafusion_otel.force_flush`)
@@ -72,6 +73,15 @@ def _estimate(value: object) -> int:
 
 
 _Task = Callable[[], None]
+
+
+def _is_package_sink(sink: object) -> bool:
+    """Whether ``sink``'s class is the package's own (``ParquetSink``, ``DiagnosticsCollector``).
+
+    Their ``nonblocking`` is part of their design (a slow call is GIL or CPU contention, or a
+    big batch): advising the user to remove it would be advice they cannot follow.
+    """
+    return type(sink).__module__.split(".", 1)[0] == "datafusion_otel"
 
 
 @dataclass
@@ -260,8 +270,10 @@ class SinkDispatcher:
             # late, unannounced, for the rest of the process.
             started = time.monotonic()
             self._run(sink, name, task)
-            if time.monotonic() - started > _SLOW_INLINE_SECONDS and id(sink) not in (
-                self._warned_slow
+            if (
+                time.monotonic() - started > _SLOW_INLINE_SECONDS
+                and id(sink) not in self._warned_slow
+                and not _is_package_sink(sink)
             ):
                 self._warned_slow.add(id(sink))
                 _LOG.warning(
