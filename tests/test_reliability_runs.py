@@ -17,16 +17,20 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tra
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Status, StatusCode, format_trace_id
 
 import datafusion_otel
 from datafusion_otel import (
     DataFusionInstrumentor,
     DiagnosticsCollector,
+    _span_rows,
     finish_run,
     start_run,
     tracked_run,
 )
-from datafusion_otel._run_metadata import EXPORTED, MAX_VALUES, NOTES
+from datafusion_otel import attributes as attr
+from datafusion_otel._run_metadata import AUTO_RUN, EXPORTED, MAX_VALUES, NOTES
+from datafusion_otel._span_rows import register_auto_run
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from otel_state import Handles, handles_fixture  # noqa: F401
@@ -174,6 +178,29 @@ class TestApplicationLimits:
         row = _row_of(sink, run.run_id)
         assert row["label"] == "few-attributes"
         assert json.loads(str(row["metadata"]))["a"] == 1
+
+    def test_registered_auto_run_root_survives_eviction_of_every_run_attribute(self) -> None:
+        # what the instrumentation does for a failing auto run, with 2 attributes per span:
+        # register the root when it starts, set the run attributes, then the error ones
+        provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=2))
+        sink = DiagnosticsCollector()
+        datafusion_otel.configure(tracer_provider=provider, sink=sink)
+        span = provider.get_tracer("app").start_span("SELECT t")
+        register_auto_run(span)
+        span.set_attributes({attr.RUN_ID: "x", attr.RUN_EXPORTED: True, attr.RUN_STATUS: "failed"})
+        span.set_attributes({"error.type": "Exception", "app.extra": 1})  # evict all run ones
+        span.set_status(Status(StatusCode.ERROR, "Exception: Cannot cast string ?"))
+        span.end()
+        run_id = format_trace_id(span.get_span_context().trace_id)
+        del span  # the registration lives as long as the span object
+        row = _row_of(sink, run_id)
+        assert row["status"] == "failed"
+        metadata = json.loads(str(row["metadata"]))
+        assert metadata[AUTO_RUN] is True
+        assert metadata["error_type"] == "Exception"
+        assert metadata["error_message"] == "Cannot cast string ?"
+        assert any("evicted" in note for note in metadata[NOTES])
+        assert not _span_rows._auto_runs  # nothing left behind once the span is gone
 
 
 class _RaisingProcessor(SpanProcessor):
