@@ -22,7 +22,7 @@ from datafusion_otel import tracked_run
 from datafusion_otel._delivery import SinkDispatcher, dispatcher
 from datafusion_otel.export import BatchOptions
 from datafusion_otel.store import ParquetSink, RunStore
-from listeners import ReceiverProcess
+from listeners import ReceiverProcess, SilentServer
 from otel_state import Handles, handles_fixture  # noqa: F401
 
 SLOW_BATCH = BatchOptions(schedule_delay=60.0)  # spans wait for a flush, not for a timer
@@ -146,7 +146,7 @@ class TestConfigureTwice:
 
 
 _STUCK_PROGRAM = """
-    import threading, time
+    import sys, threading
     import datafusion_otel
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -155,43 +155,67 @@ _STUCK_PROGRAM = """
             threading.Event().wait()
         def record_artifact(self, name, payload):
             threading.Event().wait()
+        def force_flush(self, timeout):
+            threading.Event().wait()
 
     class StuckExporter(SpanExporter):
         def export(self, spans):
             threading.Event().wait()
             return SpanExportResult.SUCCESS
+        def force_flush(self, timeout_millis=30000):
+            threading.Event().wait()
         def shutdown(self):
             threading.Event().wait()
 
-    datafusion_otel.configure(span_exporters=[StuckExporter()], sink=StuckSink())
+    # a backend that accepts connections and never answers, two stuck exporters, stuck sinks
+    datafusion_otel.configure(
+        endpoint=sys.argv[1],
+        span_exporters=[StuckExporter(), StuckExporter()],
+        sink=StuckSink(),
+    )
     for index in range(3):
         with datafusion_otel.tracked_run(label=f"stuck-{index}", sink=StuckSink()):
             pass
+    # the OTLP exporter is now waiting for the silent backend's answer; this flush gives up
+    print("main flushed", datafusion_otel.force_flush(0.5), flush=True)
     print("main done", flush=True)
 """
 
 
 class TestBoundedExit:
-    """Stuck sinks and exporters delay exit by one documented ceiling in total."""
+    """Stuck sinks, stuck exporters and a silent backend delay exit by one ceiling in total."""
 
     CEILING_S = 1.0
-    SLACK_S = 8.0  # interpreter start and imports on a shared machine; far below the old 15 s
+    SLACK_S = 6.0  # interpreter start and imports on a shared machine; each stuck wait is 5 s+
 
-    def test_process_with_stuck_sinks_and_exporter_exits_within_the_ceiling(self) -> None:
+    def test_process_with_stuck_sinks_exporters_and_backend_exits_within_the_ceiling(
+        self,
+    ) -> None:
+        silent = SilentServer()
         env = {"DATAFUSION_OTEL_EXIT_TIMEOUT": str(self.CEILING_S), "PATH": ""}
-        started = time.monotonic()
-        result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(_STUCK_PROGRAM)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-            check=False,
-        )
-        elapsed = time.monotonic() - started
+        try:
+            started = time.monotonic()
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    textwrap.dedent(_STUCK_PROGRAM),
+                    f"http://127.0.0.1:{silent.port}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+                check=False,
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            silent.close()
         assert result.returncode == 0, result.stderr
+        assert "main flushed False" in result.stdout  # stuck: the flush says so in time
         assert "main done" in result.stdout
-        assert elapsed < self.CEILING_S + self.SLACK_S, result.stderr
+        assert silent.accepted >= 1  # the exporter did reach the silent backend
+        assert elapsed < self.CEILING_S + self.SLACK_S, (elapsed, result.stderr)
 
 
 class _BlockedSink:

@@ -94,7 +94,7 @@ class TestApplicationSampler:
         try:
             ctx = _ctx()
             ctx.sql("SELECT k FROM t").collect()
-            for index in range(40):
+            for index in range(self.RUN_COUNT):
                 with tracked_run(label=f"run-{index}", sink=sink) as run:
                     ctx.sql("SELECT k FROM t WHERE v > 10").collect()
                 ids.add(run.run_id)
