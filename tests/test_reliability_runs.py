@@ -6,7 +6,8 @@ Real SDK providers (the global one where the scenario needs it), real DataFusion
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -16,16 +17,20 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tra
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Status, StatusCode, format_trace_id
 
 import datafusion_otel
 from datafusion_otel import (
     DataFusionInstrumentor,
     DiagnosticsCollector,
+    _span_rows,
     finish_run,
     start_run,
     tracked_run,
 )
-from datafusion_otel._run_metadata import EXPORTED, NOTES
+from datafusion_otel import attributes as attr
+from datafusion_otel._run_metadata import AUTO_RUN, EXPORTED, MAX_VALUES, NOTES
+from datafusion_otel._span_rows import register_auto_run
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from otel_state import Handles, handles_fixture  # noqa: F401
@@ -89,7 +94,7 @@ class TestApplicationSampler:
         try:
             ctx = _ctx()
             ctx.sql("SELECT k FROM t").collect()
-            for index in range(40):
+            for index in range(self.RUN_COUNT):
                 with tracked_run(label=f"run-{index}", sink=sink) as run:
                     ctx.sql("SELECT k FROM t WHERE v > 10").collect()
                 ids.add(run.run_id)
@@ -174,6 +179,29 @@ class TestApplicationLimits:
         assert row["label"] == "few-attributes"
         assert json.loads(str(row["metadata"]))["a"] == 1
 
+    def test_registered_auto_run_root_survives_eviction_of_every_run_attribute(self) -> None:
+        # what the instrumentation does for a failing auto run, with 2 attributes per span:
+        # register the root when it starts, set the run attributes, then the error ones
+        provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=2))
+        sink = DiagnosticsCollector()
+        datafusion_otel.configure(tracer_provider=provider, sink=sink)
+        span = provider.get_tracer("app").start_span("SELECT t")
+        register_auto_run(span)
+        span.set_attributes({attr.RUN_ID: "x", attr.RUN_EXPORTED: True, attr.RUN_STATUS: "failed"})
+        span.set_attributes({"error.type": "Exception", "app.extra": 1})  # evict all run ones
+        span.set_status(Status(StatusCode.ERROR, "Exception: Cannot cast string ?"))
+        span.end()
+        run_id = format_trace_id(span.get_span_context().trace_id)
+        del span  # the registration lives as long as the span object
+        row = _row_of(sink, run_id)
+        assert row["status"] == "failed"
+        metadata = json.loads(str(row["metadata"]))
+        assert metadata[AUTO_RUN] is True
+        assert metadata["error_type"] == "Exception"
+        assert metadata["error_message"] == "Cannot cast string ?"
+        assert any("evicted" in note for note in metadata[NOTES])
+        assert not _span_rows._auto_runs  # nothing left behind once the span is gone
+
 
 class _RaisingProcessor(SpanProcessor):
     """An application processor whose on_end raises (the SDK does not catch it)."""
@@ -233,6 +261,43 @@ class TestMetadataSnapshot:
             run.metadata["deep"] = deep
         metadata = json.loads(str(_row_of(sink, run.run_id)["metadata"]))
         assert any("nested deeper" in note for note in metadata[NOTES])
+
+    def test_self_reference_and_shared_objects_end(
+        self, run_python: Callable[..., subprocess.CompletedProcess[str]]
+    ) -> None:
+        # in a subprocess: the old snapshot never ended (2**64 paths) and could not be stopped
+        result = run_python(
+            """
+            import json
+            import datafusion_otel
+            from datafusion_otel import DiagnosticsCollector, tracked_run
+
+            sink = DiagnosticsCollector()
+            with tracked_run(label="cycle", sink=sink) as run:
+                m = run.metadata
+                m["a"] = m
+                m["b"] = m
+            shared = [1]
+            for _ in range(60):  # 2**60 paths, 61 objects
+                shared = [shared, shared]
+            with tracked_run(label="shared", sink=sink, metadata={"ok": 1}) as run2:
+                run2.metadata["shared"] = shared
+            datafusion_otel.force_flush(10)
+            rows = sink.events_snapshot()["datafusion_runs_v1"]
+            print(json.dumps([[r["status"], r["metadata"]] for r in rows]))
+            """,
+            timeout=120,
+        )
+        (cycle_status, cycle_text), (shared_status, shared_text) = json.loads(result.stdout)
+        assert (cycle_status, shared_status) == ("completed", "completed")
+        cycle = json.loads(cycle_text)
+        assert cycle["a"] is None and cycle["b"] is None
+        assert sum("a cycle" in note for note in cycle[NOTES]) == 2
+        shared = json.loads(shared_text)
+        assert shared["ok"] == 1
+        assert len(shared_text) < 200_000  # at most MAX_VALUES values were kept
+        (note,) = [n for n in shared[NOTES] if "truncated" in n]
+        assert f"{MAX_VALUES} values" in note
 
     def test_body_error_is_reraised_unchanged_with_a_bad_value(self, configured: object) -> None:
         sink = DiagnosticsCollector()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -57,3 +58,32 @@ class TestParquetSinkBatch:
         assert bad["bad"] is None
         assert bad["nan"] is None
         assert len(bad["datafusion_otel.notes"]) == 2
+
+
+class TestValidJson:
+    """JSON written for dict- and list-valued string columns is valid JSON: no NaN, no Infinity."""
+
+    NON_FINITE: ClassVar[dict[str, object]] = {
+        "x": float("nan"),
+        "y": [float("inf"), 1.5],
+        "z": {"w": -float("inf")},
+    }
+
+    @staticmethod
+    def _strict(text: str) -> object:
+        def refuse(constant: str) -> object:
+            raise ValueError(f"{constant} is not JSON")
+
+        return json.loads(text, parse_constant=refuse)
+
+    def test_table_builder_writes_null_for_non_finite_floats(self) -> None:
+        table = datafusion_runs_table([_run(0, metadata=self.NON_FINITE)])
+        text = table.column("metadata").to_pylist()[0]
+        assert self._strict(text) == {"x": None, "y": [None, 1.5], "z": {"w": None}}
+
+    def test_parquet_sink_dict_column_is_valid_json(self, tmp_path: Path) -> None:
+        sink = ParquetSink(tmp_path, flush_interval=60)
+        sink.record_events("datafusion_runs_v1", [_run(0, metadata=self.NON_FINITE)])
+        assert sink.close()
+        (text,) = RunStore(tmp_path).sql("SELECT metadata FROM runs").column(0).to_pylist()
+        assert self._strict(text) == {"x": None, "y": [None, 1.5], "z": {"w": None}}

@@ -85,7 +85,6 @@ def test_soak_exact_rows_and_bounded_losses(tmp_path: Path) -> None:
     assert result["slow_ids_match"], result  # the slow sink has exactly its runs
     assert result["raising_calls"] > 0
     assert result["force_flush"] is False  # the raising sink's failures are reported
-    # a killed writer loses at most what its buffer held (ParquetSink's max_buffer_rows, by
-    # default 10 x batch_rows, over all tables) besides the rows it dropped and counted
-    print("soak losses (lost, counted drops):", losses)
+    # a killed writer loses at most what its buffer held (ParquetSink's bound: run rows have a
+    # budget of max_buffer_rows, by default 10 x batch_rows) besides the rows it counted as dropped
     assert all(lost <= 10 * _BATCH_ROWS + dropped for lost, dropped in losses), losses

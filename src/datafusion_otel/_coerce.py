@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -174,14 +175,54 @@ def schema_name(schema: pa.Schema) -> str:
     return raw.decode() if raw else "the schema"
 
 
+def _finite(value: object, on_path: set[int]) -> object:
+    """``value`` with every NaN and infinity (nested too) replaced by None.
+
+    A container met again on its own path (a cycle) is returned as is, for `json.dumps` to
+    refuse.
+    """
+    value = _to_python(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if not isinstance(value, (Mapping, list, tuple, set, frozenset)) or id(value) in on_path:
+        return value
+    on_path.add(id(value))
+    try:
+        if isinstance(value, Mapping):
+            return {_finite(key, on_path): _finite(item, on_path) for key, item in value.items()}
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_finite(item, on_path) for item in items]
+    finally:
+        on_path.discard(id(value))
+
+
 def json_dumps(value: object) -> str:
-    """Serialize ``value`` to compact, key-sorted JSON.
+    """Serialize ``value`` to compact, key-sorted, valid JSON.
+
+    NaN and the infinities (which JSON cannot hold) become ``null``.
 
     Raises:
-        ValueError: If ``value`` holds something JSON cannot represent.
+        ValueError: If ``value`` holds something else JSON cannot represent.
     """
     try:
-        return json.dumps(value, sort_keys=True, default=_json_default, separators=(",", ":"))
+        try:
+            return json.dumps(
+                value,
+                sort_keys=True,
+                default=_json_default,
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        except ValueError as exc:
+            if "Out of range float" not in str(exc):
+                raise
+        return json.dumps(
+            _finite(value, set()),
+            sort_keys=True,
+            default=_json_default,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"not JSON serializable: {exc}") from exc
     except RecursionError as exc:

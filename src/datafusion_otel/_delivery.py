@@ -1,12 +1,17 @@
 """Delivery of rows and artifacts to sinks, never blocking or failing the caller.
 
 Sinks that declare ``nonblocking = True`` are called on the caller's thread, always (so their
-rows are there as soon as the call returns; a call slower than 50 ms is warned about once per
-sink); every other sink is called from one background worker through a queue bounded in
-records (100,000) and in estimated bytes (64 MiB by default, ``DATAFUSION_OTEL_QUEUE_BYTES``): a
-full queue drops the record and counts it, so a blocked sink cannot make memory grow without
-bound. A sink that raises is logged once per (sink, record name), with the exception's type and
-traceback frames but never its message (it may quote row values), and counted.
+rows are there as soon as the call returns; a call of a user's sink slower than 50 ms is warned
+about once per sink, the package's own sinks are not warned about); every other sink is called
+from one background worker through a queue bounded in records (100,000) and in estimated bytes
+(64 MiB by default, ``DATAFUSION_OTEL_QUEUE_BYTES``): a full queue drops the record and counts
+it, so a blocked sink cannot make memory grow without bound. A sink that raises is logged once
+per (sink, record name), with the exception's type and traceback frames but never its message
+(it may quote row values), and counted.
+
+Every sink delivered to that has a ``force_flush(timeout)`` method (``ParquetSink``) is kept
+in a weak registry: `SinkDispatcher.flush_sinks` (called by `datafusion_otel.force_flush`)
+flushes them all within one timeout, so their buffered rows reach storage too.
 
 At interpreter exit the queue is flushed within what is left of the package's one exit budget
 (`datafusion_otel._exit`).
@@ -19,9 +24,11 @@ import logging
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from datafusion_otel._exit import env_float, exit_remaining
 from datafusion_otel.diagnostics import DiagnosticsSink
@@ -66,6 +73,15 @@ def _estimate(value: object) -> int:
 
 
 _Task = Callable[[], None]
+
+
+def _is_package_sink(sink: object) -> bool:
+    """Whether ``sink``'s class is the package's own (``ParquetSink``, ``DiagnosticsCollector``).
+
+    Their ``nonblocking`` is part of their design (a slow call is GIL or CPU contention, or a
+    big batch): advising the user to remove it would be advice they cannot follow.
+    """
+    return type(sink).__module__.split(".", 1)[0] == "datafusion_otel"
 
 
 @dataclass
@@ -123,6 +139,7 @@ class SinkDispatcher:
         self._default_mark = FlushMark()
         self._logged: set[tuple[int, str]] = set()
         self._warned_slow: set[int] = set()
+        self._flushable: weakref.WeakSet[object] = weakref.WeakSet()
 
     # -- public ------------------------------------------------------------------------------
     def record_events(
@@ -183,6 +200,42 @@ class SinkDispatcher:
             mark.lost = lost
             return clean
 
+    def flush_sinks(self, timeout: float = 30.0) -> bool:
+        """Call ``force_flush(timeout)`` of every sink delivered to that has one.
+
+        The sinks are flushed in parallel, each on a daemon thread, so a stuck sink costs at
+        most ``timeout`` seconds in total and does not hold up the others.
+
+        Args:
+            timeout: Seconds to wait at most, for all sinks together.
+
+        Returns:
+            False if a sink's ``force_flush`` returned False, raised, or had not returned
+            within ``timeout``; True otherwise (also when there is no such sink).
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            sinks = list(self._flushable)
+        results: dict[int, bool] = {}
+
+        def flush(sink: Any) -> None:
+            try:
+                remaining = max(deadline - time.monotonic(), 0.0)
+                results[id(sink)] = sink.force_flush(remaining) is not False
+            except Exception as exc:  # a sink's failure must never reach the caller
+                results[id(sink)] = False
+                self._log_once(sink, "force_flush", "raised " + describe_exception(exc))
+
+        threads = [
+            threading.Thread(target=flush, args=(sink,), name="datafusion-otel-flush", daemon=True)
+            for sink in sinks
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        return all(results.get(id(sink), False) for sink in sinks)
+
     def shutdown(self, timeout: float = _DEFAULT_EXIT_SECONDS) -> bool:
         """Flush within ``timeout`` seconds, then stop accepting work for the worker."""
         flushed = self.force_flush(timeout)
@@ -199,15 +252,28 @@ class SinkDispatcher:
     def _needs_size(sink: DiagnosticsSink) -> bool:
         return not getattr(sink, "nonblocking", False)
 
+    def _remember(self, sink: DiagnosticsSink) -> None:
+        """Keep ``sink`` (weakly) for `flush_sinks` if it has a ``force_flush`` method."""
+        try:
+            if sink in self._flushable or not callable(getattr(sink, "force_flush", None)):
+                return
+            with self._cond:
+                self._flushable.add(sink)
+        except TypeError:  # not weakly referenceable or not hashable: not flushed
+            return
+
     def _submit(self, sink: DiagnosticsSink, name: str, task: _Task, size: int) -> None:
+        self._remember(sink)
         if getattr(sink, "nonblocking", False):
             # Always inline: a wall-clock test cannot tell a slow sink from a thread that waited
             # for the GIL or the CPU, and moving a sink to the worker would make its rows arrive
             # late, unannounced, for the rest of the process.
             started = time.monotonic()
             self._run(sink, name, task)
-            if time.monotonic() - started > _SLOW_INLINE_SECONDS and id(sink) not in (
-                self._warned_slow
+            if (
+                time.monotonic() - started > _SLOW_INLINE_SECONDS
+                and id(sink) not in self._warned_slow
+                and not _is_package_sink(sink)
             ):
                 self._warned_slow.add(id(sink))
                 _LOG.warning(

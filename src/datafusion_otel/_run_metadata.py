@@ -6,9 +6,12 @@ The metadata belongs to the user. The package's own keys live under one reserved
 the package's value goes under the prefix instead (``datafusion_otel.error_type``): a value the
 user passed is never overwritten.
 
-`snapshot` turns metadata into a JSON-safe deep copy that never fails: a value that cannot be
-kept (not JSON serializable, NaN or an infinity, nested deeper than `MAX_DEPTH`, or raising
-while read) becomes ``null`` and a note under `NOTES` says where and why, without the value.
+`snapshot` turns metadata into a JSON-safe deep copy that never fails and always ends: a value
+that cannot be kept (not JSON serializable, NaN or an infinity, nested deeper than `MAX_DEPTH`,
+a container holding itself, or raising while read) becomes ``null`` and a note under `NOTES`
+says where and why, without the value. A snapshot keeps at most `MAX_VALUES` values (a
+sub-object shared by several keys counts once per place it appears); the values beyond become
+``null`` under one note saying the metadata was truncated.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "ERROR_TYPE",
     "EXPORTED",
     "MAX_DEPTH",
+    "MAX_VALUES",
     "NOTES",
     "PREFIX",
     "error_metadata",
@@ -47,6 +51,8 @@ ERROR_TYPE: Final = "error_type"
 ERROR_MESSAGE: Final = "error_message"
 MAX_DEPTH: Final = 64
 """Deepest nesting of metadata kept; deeper values become a note."""
+MAX_VALUES: Final = 10_000
+"""Most values (scalars and containers) one snapshot keeps; the rest become null, one note."""
 
 _KEY_TYPES = (str, int, float, bool, type(None))
 
@@ -94,11 +100,20 @@ def _scalar(value: object) -> tuple[bool, object]:
 class _Snapshot:
     def __init__(self) -> None:
         self.notes: list[str] = []
+        self.values = 0
+        self.truncated = False
+        self.on_path: set[int] = set()  # ids of the containers being copied (cycle check)
 
     def note(self, path: str, why: str) -> None:
         self.notes.append(f"metadata {path}: {why}; kept as null")
 
     def value(self, value: object, path: str, depth: int) -> object:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            if not self.truncated:
+                self.truncated = True
+                self.note(path, f"truncated after {MAX_VALUES} values (this and every later value)")
+            return None
         try:
             return self._value(value, path, depth)
         except RecursionError:
@@ -114,6 +129,16 @@ class _Snapshot:
                 self.note(path, f"{plain} is not valid JSON")
                 return None
             return plain
+        if id(value) in self.on_path:
+            self.note(path, "a container holding itself (a cycle)")
+            return None
+        self.on_path.add(id(value))
+        try:
+            return self._container(value, path, depth)
+        finally:
+            self.on_path.discard(id(value))
+
+    def _container(self, value: object, path: str, depth: int) -> object:
         if depth >= MAX_DEPTH:
             self.note(path, f"nested deeper than {MAX_DEPTH} levels")
             return None

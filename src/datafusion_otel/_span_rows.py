@@ -4,19 +4,24 @@ A run started with `datafusion_otel.start_run` carries its row in-process (`RunR
 registered for the span's lifetime with `register_run`), so the row never depends on the
 application's span limits: the span attributes (``datafusion.run.*``) are only what exporters
 see, and may be cut by ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` or evicted by the attribute count
-limit. Runs made by the auto-instrumentation carry attributes only; a metadata attribute the
-limits cut is replaced by a note, never a lost row.
+limit. Runs made by the auto-instrumentation carry attributes only, but their root span is
+registered when it starts (`register_auto_run`, for as long as the span object lives), so it is
+recognised as a run even when the app's attribute count limit evicted ``datafusion.run.id``;
+a status attribute evicted is read from the span's status (ERROR: "failed"), and a metadata
+attribute the limits cut or evicted is replaced by a note (plus the error type and message of
+the span's status), never a lost row.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
 from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
@@ -27,6 +32,7 @@ __all__ = [
     "event_rows",
     "forget_run",
     "is_run_root",
+    "register_auto_run",
     "register_run",
     "root_run_id",
     "run_row",
@@ -35,6 +41,10 @@ __all__ = [
 _NS_PER_MS = 1_000_000
 _AUTO_RUN_METADATA = meta.to_text({meta.AUTO_RUN: True})
 _CUT_NOTE = "the datafusion.run.metadata attribute was cut by the span limits; metadata lost"
+_EVICTED_NOTE = (
+    "the datafusion.run.metadata attribute was evicted by the span limits; metadata rebuilt "
+    "from the span's status"
+)
 
 
 @dataclass
@@ -84,6 +94,33 @@ def forget_run(span: object) -> RunRecord | None:
         return _records.pop(key, None)
 
 
+_auto_runs: dict[tuple[int, int], weakref.ref[object]] = {}
+"""Auto-run root spans by (trace id, span id), each entry living as long as its span object."""
+
+
+def register_auto_run(span: object) -> None:
+    """Mark ``span`` as the root span of an auto run (call when the span starts); never raises.
+
+    The processor then records its run row even if the application's span limits evicted
+    the ``datafusion.run.*`` attributes. The entry is dropped when the span object is garbage
+    collected (the processor receives a copy of the span, keyed the same): nothing to forget.
+    """
+    try:
+        key = _key(span)  # type: ignore[arg-type]
+        if key is None:
+            return
+        # no lock: dict operations are atomic, and the callback may run inside any GC pass
+        _auto_runs[key] = weakref.ref(span, lambda _ref: _auto_runs.pop(key, None))
+    except Exception:  # not weakly referenceable: recognised by its attributes only
+        return
+
+
+def _is_auto_run(span: ReadableSpan) -> bool:
+    if not _auto_runs:
+        return False
+    return _key(span) in _auto_runs
+
+
 def _record(span: ReadableSpan) -> RunRecord | None:
     if not _records:
         return None
@@ -103,6 +140,8 @@ def root_run_id(span: ReadableSpan) -> str | None:
         if span.end_time is not None:
             record.seen = True
         return record.run_id
+    if _is_auto_run(span):
+        return format_trace_id(span.context.trace_id)
     attributes = getattr(span, "_attributes", None)  # the SDK's own, not a proxy copy
     if attributes is None:
         attributes = span.attributes
@@ -151,17 +190,27 @@ def _record_from_attributes(span: ReadableSpan) -> RunRecord:
             error_type = attrs.get(attr.ERROR_TYPE)
             if isinstance(error_type, str):
                 parsed[meta.ERROR_TYPE] = error_type
-    elif attr.DATAFUSION_METHOD in attrs:  # an auto run: one instrumented execution
+    elif attr.DATAFUSION_METHOD in attrs or _is_auto_run(span):  # one instrumented execution
         parsed = json.loads(_AUTO_RUN_METADATA)
     else:
         parsed = {}
+    failed = span.status.status_code is StatusCode.ERROR
+    status = attrs.get(attr.RUN_STATUS)
+    if status is None:  # evicted by the attribute count limit: the span's status says it
+        status = "failed" if failed else "completed"
+    if failed and metadata is None and meta.AUTO_RUN in parsed:
+        # an auto run's metadata attribute evicted: its status description is "Type: message"
+        error_type, _, message = (span.status.description or "").partition(": ")
+        parsed[meta.NOTES] = [_EVICTED_NOTE]
+        parsed[meta.ERROR_TYPE] = str(attrs.get(attr.ERROR_TYPE, error_type)) or None
+        parsed[meta.ERROR_MESSAGE] = message or None
     exported = attrs.get(attr.RUN_EXPORTED)
     if isinstance(exported, bool):  # whether the run left the process (sampling, exporters)
         parsed[meta.EXPORTED] = exported
     return RunRecord(
         run_id=format_trace_id(span.context.trace_id),
         label=str(attrs.get(attr.RUN_LABEL, span.name)),
-        status=str(attrs.get(attr.RUN_STATUS, "completed")),
+        status=str(status),
         metadata_json=meta.snapshot_text(parsed),
     )
 

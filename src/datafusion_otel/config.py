@@ -319,12 +319,14 @@ def force_flush(timeout: float = 30.0) -> bool:
     """Flush everything the package set up: the one call to make before the program exits.
 
     Waits at most ``timeout`` seconds in total until the spans of garbage-collected streams
-    are ended, every span queued for the exporters `configure` attached is exported, and
-    every queued diagnostics row reached its sink.
+    are ended, every span queued for the exporters `configure` attached is exported, every
+    queued diagnostics row reached its sink, and every sink rows were delivered to that has a
+    ``force_flush(timeout)`` method (the `configure` sink, run sinks: a `ParquetSink` writes
+    its buffered rows) has flushed.
 
     Returns:
         False if anything is still pending at the deadline, or was dropped or failed since the
-        last flush.
+        last flush, or if a sink's ``force_flush`` returned False.
     """
     from datafusion_otel._stream_latch import run_pending
 
@@ -334,7 +336,8 @@ def force_flush(timeout: float = 30.0) -> bool:
     for export_processor in _export_processors():
         remaining = max(deadline - time.monotonic(), 0.0)
         ok = export_processor.force_flush(int(remaining * 1000)) and ok
-    return dispatcher.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
+    ok = dispatcher.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
+    return dispatcher.flush_sinks(max(deadline - time.monotonic(), 0.0)) and ok
 
 
 def reset() -> None:

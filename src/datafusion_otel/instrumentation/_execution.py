@@ -50,6 +50,7 @@ from opentelemetry.util.types import AttributeValue
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._errors import exception_text, record_exception
+from datafusion_otel._span_rows import register_auto_run
 from datafusion_otel.bridge import is_self_capturing, record_execution_artifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import exports_from, processor_for, resolve_provider
@@ -213,6 +214,8 @@ class Execution:
         # An auto run's parent context holds no valid span, so the span is a root span; the
         # caller's other context values (baggage...) stay visible to processors and children.
         span = tracer.start_span(name, parent, SpanKind.CLIENT, attributes)
+        if run_provider is not None:  # its run row must not depend on the app's span limits
+            register_auto_run(span)
         self.span: trace.Span = span
         self.context: otel_context.Context = trace.set_span_in_context(span, parent)
         """The caller's context with the execution span current."""

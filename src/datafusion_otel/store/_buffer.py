@@ -1,10 +1,15 @@
 """The bounded buffer of rows a `ParquetSink` holds until they are in a file.
 
-Rows count against the buffer's cap (rows and estimated bytes) from the moment they are
+Rows count against their pool's cap (rows and estimated bytes) from the moment they are
 added until `PendingRows.release` is called for them, that is until their file has been
 renamed into place or their write has failed. Everything a crash can lose is therefore
-inside the cap: the cap *is* the sink's loss bound. Rows that would go over the cap are not
-taken (the caller counts them as dropped).
+inside the caps: the caps *are* the sink's loss bound. Rows that would go over their pool's
+cap are not taken (the caller counts them as dropped).
+
+There are two pools, each with the full cap: the keys given as ``reserved`` (the sink's
+``datafusion_runs_v1`` table) and all other keys. A run's row arrives after its operator
+metrics and plan rows; with one shared cap, a run with many such rows would fill the buffer
+and starve its own run row. The loss bound is therefore twice the cap.
 
 `PendingRows` is not thread-safe on its own: the sink calls it with its lock held.
 """
@@ -69,24 +74,45 @@ class PendingRows:
 
     Args:
         batch_rows: Rows of one key that make it due, and the most rows of one chunk.
-        max_rows: Cap on the rows held (buffered plus taken and not yet released).
-        max_bytes: Cap on the estimated bytes held.
+        max_rows: Cap on the rows one pool holds (buffered plus taken and not yet released).
+        max_bytes: Cap on the estimated bytes one pool holds.
         interval: Seconds after which a key's oldest row makes it due.
+        reserved: Keys whose rows have a pool of their own (never starved by other keys).
     """
 
-    def __init__(self, *, batch_rows: int, max_rows: int, max_bytes: int, interval: float) -> None:
+    def __init__(
+        self,
+        *,
+        batch_rows: int,
+        max_rows: int,
+        max_bytes: int,
+        interval: float,
+        reserved: frozenset[Key] = frozenset(),
+    ) -> None:
         self._batch_rows = batch_rows
         self._max_rows = max_rows
         self._max_bytes = max_bytes
         self._interval = interval
+        self._reserved = reserved
         self._queues: dict[Key, deque[tuple[dict[str, object], int]]] = {}
         self._first_at: dict[Key, float] = {}
-        self._queued_rows = 0
-        self._queued_bytes = 0
-        self.held_rows = 0
-        """Rows added and not yet released."""
-        self.held_bytes = 0
-        """Estimated bytes added and not yet released."""
+        self._queued_rows = [0, 0]
+        self._queued_bytes = [0, 0]
+        self._held_rows = [0, 0]
+        self._held_bytes = [0, 0]
+
+    @property
+    def held_rows(self) -> int:
+        """Rows added and not yet released (both pools)."""
+        return sum(self._held_rows)
+
+    @property
+    def held_bytes(self) -> int:
+        """Estimated bytes added and not yet released (both pools)."""
+        return sum(self._held_bytes)
+
+    def _pool(self, key: Key) -> int:
+        return 1 if key in self._reserved else 0
 
     def add(self, key: Key, rows: list[tuple[dict[str, object], int]]) -> tuple[int, bool]:
         """Queue ``rows`` (each with its estimated size) in order while they fit under the cap.
@@ -97,15 +123,19 @@ class PendingRows:
         """
         queue = self._queues.setdefault(key, deque())
         was_empty = not queue
+        pool = self._pool(key)
         taken = 0
         for row, size in rows:
-            if self.held_rows + 1 > self._max_rows or self.held_bytes + size > self._max_bytes:
+            if (
+                self._held_rows[pool] + 1 > self._max_rows
+                or self._held_bytes[pool] + size > self._max_bytes
+            ):
                 break
             queue.append((row, size))
-            self.held_rows += 1
-            self.held_bytes += size
-            self._queued_rows += 1
-            self._queued_bytes += size
+            self._held_rows[pool] += 1
+            self._held_bytes[pool] += size
+            self._queued_rows[pool] += 1
+            self._queued_bytes[pool] += size
             taken += 1
         if not queue:
             del self._queues[key]
@@ -115,8 +145,11 @@ class PendingRows:
         return taken, was_empty or len(queue) >= self._batch_rows or self._pressure()
 
     def _pressure(self) -> bool:
-        """Whether the queued rows fill half the cap: then every key is written at once."""
-        return self._queued_rows * 2 >= self._max_rows or self._queued_bytes * 2 >= self._max_bytes
+        """Whether the queued rows fill half a pool's cap: then every key is written at once."""
+        return any(
+            rows * 2 >= self._max_rows or nbytes * 2 >= self._max_bytes
+            for rows, nbytes in zip(self._queued_rows, self._queued_bytes, strict=True)
+        )
 
     def due(self, now: float) -> bool:
         """Whether some key should be written now."""
@@ -157,8 +190,8 @@ class PendingRows:
                     row, size = queue.popleft()
                     rows.append(row)
                     nbytes += size
-                self._queued_rows -= len(rows)
-                self._queued_bytes -= nbytes
+                self._queued_rows[self._pool(key)] -= len(rows)
+                self._queued_bytes[self._pool(key)] -= nbytes
                 chunks.append(Chunk(key, rows, nbytes))
                 if not everything:
                     break
@@ -169,5 +202,5 @@ class PendingRows:
 
     def release(self, chunk: Chunk) -> None:
         """Stop counting ``chunk`` against the cap (its file is in place, or it failed)."""
-        self.held_rows -= len(chunk.rows)
-        self.held_bytes -= chunk.nbytes
+        self._held_rows[self._pool(chunk.key)] -= len(chunk.rows)
+        self._held_bytes[self._pool(chunk.key)] -= chunk.nbytes

@@ -15,11 +15,15 @@ Durability and the loss bound:
   removed by the next sink opened on the folder once they are an hour old.
 * **Loss bound**: the sink holds at most ``max_buffer_rows`` rows and ``max_buffer_bytes``
   estimated bytes that are not yet in a renamed file (buffered rows plus the files being
-  written). A crash loses at most those: ``max_buffer_rows`` rows over all tables, whatever
-  the load. A row that would go over either cap is dropped on arrival and counted in
-  `ParquetSink.dropped_rows` (and `ParquetSink.overflow_rows`); the first drop is logged and
-  the next `force_flush` returns False. A failed write (disk full, permissions), a row not
-  matching its table's schema and a row recorded after `close` are dropped the same way.
+  written) in each of two pools: the ``datafusion_runs_v1`` rows, and the rows of every other
+  table and artifact. Run rows have a pool of their own because a run's row arrives last,
+  after its operator-metric and plan rows, which must not starve it. A crash loses at most
+  what the pools hold: **2 x ``max_buffer_rows`` rows over all tables** (and 2 x
+  ``max_buffer_bytes`` estimated bytes), whatever the load. A row that would go over its
+  pool's cap is dropped on arrival and counted in `ParquetSink.dropped_rows` (and
+  `ParquetSink.overflow_rows`); the first drop is logged and the next `force_flush` returns
+  False. A failed write (disk full, permissions), a row not matching its table's schema and a
+  row recorded after `close` are dropped the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from datafusion_otel._coerce import coerce_rows
 from datafusion_otel._delivery import FlushMark, describe_exception, dispatcher
 from datafusion_otel._exit import exit_remaining
 from datafusion_otel._run_metadata import snapshot_text
+from datafusion_otel.attributes import RUNS_TABLE
 from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._buffer import Chunk, Key, PendingRows, estimate_bytes
 from datafusion_otel.store._layout import (
@@ -60,6 +65,7 @@ _EXIT_TIMEOUT = 5.0
 _BUFFER_BATCHES = 10
 _MAX_BUFFER_BYTES = 64 * 1024 * 1024
 _OVERFLOW_KEY: Key = ("buffer", "cap")
+_RUNS_KEY: Key = ("table", RUNS_TABLE)
 _live_sinks: weakref.WeakSet[ParquetSink] = weakref.WeakSet()
 
 
@@ -74,9 +80,11 @@ class ParquetSink:
         fsync: Sync each file to disk before renaming it into place (survives power loss,
             not only process crashes).
         exit_timeout: Seconds the ``atexit`` flush may take at most.
-        max_buffer_rows: Most rows held that are not yet in a file (the loss bound of a
-            crash). Default: ``10 * batch_rows``.
-        max_buffer_bytes: Most estimated bytes held that are not yet in a file (64 MiB).
+        max_buffer_rows: Most rows held that are not yet in a file, per pool (run rows,
+            and all other rows): a crash loses at most twice this. Default:
+            ``10 * batch_rows``.
+        max_buffer_bytes: Most estimated bytes held that are not yet in a file, per pool
+            (64 MiB).
 
     Raises:
         ValueError: If ``batch_rows`` < 1, ``flush_interval`` <= 0, ``max_buffer_rows`` <
@@ -127,7 +135,7 @@ class ParquetSink:
         self._io_lock = threading.Lock()
         self._pending = PendingRows(
             batch_rows=batch_rows, max_rows=max_rows, max_bytes=max_buffer_bytes,
-            interval=flush_interval,
+            interval=flush_interval, reserved=frozenset({_RUNS_KEY}),
         )  # fmt: skip
         self._closed = False
         self._failures = 0
@@ -161,7 +169,8 @@ class ParquetSink:
     def overflow_rows(self) -> int:
         """Rows dropped on arrival because the buffer was full (a part of `dropped_rows`).
 
-        Full means ``max_buffer_rows`` rows or ``max_buffer_bytes`` estimated bytes held.
+        Full means ``max_buffer_rows`` rows or ``max_buffer_bytes`` estimated bytes held in
+        the row's pool (``datafusion_runs_v1`` rows, or the rows of every other table).
         """
         with self._cond:
             return self._overflow
@@ -264,7 +273,8 @@ class ParquetSink:
             self._log_once(
                 _OVERFLOW_KEY,
                 f"dropped rows: its buffer holds {self.max_buffer_rows} rows or "
-                f"{self.max_buffer_bytes} bytes not yet written (the loss bound); "
+                f"{self.max_buffer_bytes} bytes not yet written in the row's pool (run rows "
+                "or other rows; the loss bound is twice that); "
                 "dropped rows are counted in dropped_rows",
             )
 
