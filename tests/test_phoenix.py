@@ -131,3 +131,42 @@ def test_sampled_out_runs_do_not_reach_phoenix(phoenix: Phoenix, handles: Handle
     assert datafusion_otel.force_flush(5)
     assert [r["run_id"] for r in sink.events_snapshot()[attr.RUNS_TABLE]] == [dropped_id]
     assert phoenix.spans(dropped_id, timeout=3) == []
+
+
+def test_demo_runs_are_trees_in_phoenix(phoenix: Phoenix, tpch_dir, tmp_path) -> None:
+    """The demo, exporting to Phoenix: each run reads run -> execution -> operator spans."""
+    import os
+    import subprocess
+    import sys
+
+    from datafusion_otel.store import RunStore
+
+    store = tmp_path / "store"
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=phoenix.url)
+    argv = [sys.executable, "-m", "datafusion_otel.cli", "demo", "--store", str(store),
+            "--data-dir", str(tpch_dir), "--queries", "3,6"]  # fmt: skip
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = RunStore(store)
+    timed = runs.ctx.sql(
+        "SELECT run_id, count(DISTINCT operator_path) AS n FROM operator_metrics "
+        "WHERE start_time_unix_ns IS NOT NULL GROUP BY run_id"
+    ).to_pylist()
+    assert len(timed) == 2
+    for row in timed:
+        run_id, operators = row["run_id"], row["n"]
+        spans = phoenix.spans(run_id, expect=2 + operators)  # run, execution(s), operators
+        ids = {span["context"]["span_id"]: span for span in spans}
+        (root,) = [span for span in spans if span["parent_id"] is None]
+        assert root["context"]["trace_id"] == run_id
+        executions = [s for s in spans if s["attributes"].get(attr.DB_SYSTEM_NAME) == "datafusion"
+                      and attr.OPERATOR_PATH not in s["attributes"]]  # fmt: skip
+        assert executions
+        assert all(e["parent_id"] == root["context"]["span_id"] for e in executions)
+        operator_spans = [s for s in spans if attr.OPERATOR_PATH in s["attributes"]]
+        assert len(operator_spans) == operators
+        for span in operator_spans:  # each reaches an execution span through operator parents
+            parent = ids[span["parent_id"]]
+            while attr.OPERATOR_PATH in parent["attributes"]:
+                parent = ids[parent["parent_id"]]
+            assert parent in executions
