@@ -116,6 +116,32 @@ class TestConfigureTwice:
         spans = [s for s in receiver.spans() if s["trace_id"] == run.run_id]
         assert len(spans) == 1
 
+    def test_endpoint_the_application_already_exports_to_is_not_added_again(
+        self, handles: Handles, receiver: ReceiverProcess, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        app = TracerProvider()  # the usual opentelemetry-instrument setup, then an endpoint
+        app.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces"))
+        )
+        trace.set_tracer_provider(app)
+        try:
+            with caplog.at_level(logging.WARNING, logger="datafusion_otel.config"):
+                handles.add(datafusion_otel.configure(endpoint=f"{receiver.endpoint}/"))
+            assert any("already exports" in r.getMessage() for r in caplog.records)
+            with tracked_run(label="app-exports") as run:
+                pass
+            assert app.force_flush(10_000)
+            assert receiver.wait_for({run.run_id}) == {run.run_id}
+            spans = [s for s in receiver.spans() if s["trace_id"] == run.run_id]
+            assert len(spans) == 1  # not twice
+        finally:
+            app.shutdown()
+
     def test_same_exporter_object_is_attached_once(self, handles: Handles) -> None:
         exporter = InMemorySpanExporter()
         handles.add(datafusion_otel.configure(span_exporters=[exporter]))

@@ -274,6 +274,19 @@ def configure(
                 continue
             name = default_name
             chosen: SpanExporter | None = given
+            app_has_it = (
+                chosen is None
+                and settings is not None
+                and not owns
+                and _endpoint_key(settings.endpoint) in _app_export_endpoints(provider)
+            )
+            if app_has_it and settings is not None:
+                _LOG.warning(
+                    "configure(endpoint=%s): the application's TracerProvider already "
+                    "exports to it; no second exporter added (spans would arrive twice)",
+                    settings.endpoint,
+                )
+                continue
             if chosen is None and settings is not None:
                 otlp = sum(k[0] == "otlp" for k in attached)
                 if otlp:
@@ -307,6 +320,33 @@ def configure(
         if fresh:
             atexit.register(telemetry._shutdown_at_exit)
         return telemetry
+
+
+def _endpoint_key(url: str) -> str:
+    """An OTLP endpoint without its scheme and trailing slash (gRPC exporters drop the scheme)."""
+    return url.split("://", 1)[-1].rstrip("/")
+
+
+def _app_export_endpoints(provider: TracerProvider) -> set[str]:
+    """Endpoints of the OTLP exporters the application added to ``provider`` (best effort).
+
+    Reads the SDK's span processors (``SimpleSpanProcessor.span_exporter``, the batch
+    processor's exporter) and their exporters' ``_endpoint``; anything unexpected is skipped.
+    """
+    found: set[str] = set()
+    try:
+        active = getattr(provider, "_active_span_processor", None)
+        for processor in getattr(active, "_span_processors", ()):
+            exporter = getattr(processor, "span_exporter", None)
+            if exporter is None:
+                batch = getattr(processor, "_batch_processor", processor)
+                exporter = getattr(batch, "_exporter", None)
+            endpoint = getattr(exporter, "_endpoint", None)
+            if isinstance(endpoint, str):
+                found.add(_endpoint_key(endpoint))
+    except Exception:  # SDK internals changed: no duplicate detection, never a failure
+        _LOG.debug("could not read the application's exporters")
+    return found
 
 
 def _export_processors() -> list[ExportSpanProcessor]:
