@@ -40,7 +40,15 @@ import pyarrow as pa
 from datafusion_otel.profile import OperatorProfile, QueryProfile, as_rows, query_profiles
 from datafusion_otel.schema_registry import DATAFUSION_FINDINGS_V1, table_for
 
-__all__ = ["KINDS", "SEVERITIES", "Thresholds", "find", "findings_table", "run_findings"]
+__all__ = [
+    "KINDS",
+    "SEVERITIES",
+    "Thresholds",
+    "find",
+    "findings_table",
+    "plan_lines",
+    "run_findings",
+]
 
 KINDS = (
     "slow_operator",
@@ -166,11 +174,13 @@ def _skew_one(
     if median <= 0 or top < minimum or top < t.skew_ratio * median:
         return None  # a median of 0 (idle partitions) gives no ratio: no finding
     ratio = top / median
-    unit = "ms of own time" if what == "time" else "output rows"
-    scale = _MS if what == "time" else 1
+    if what == "time":
+        top_text, median_text = f"{top / _MS:,.1f} ms of own time", f"{median / _MS:,.1f} ms"
+    else:
+        top_text, median_text = f"{top:,} output rows", f"{median:,.0f}"
     message = (
-        f"{op.name} ({op.path}): partition {partition} has {top / scale:,.1f} {unit}, "
-        f"{ratio:.1f}x the median {median / scale:,.1f} over {len(values)} partitions"
+        f"{op.name} ({op.path}): partition {partition} has {top_text}, "
+        f"{ratio:.1f}x the median {median_text} over {len(values)} partitions"
     )
     key = "own_time_ns" if what == "time" else "output_rows"
     evidence = {
