@@ -12,6 +12,7 @@ from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext
 from datafusion_otel import tracked_run
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
+from datafusion_otel.diagnostics import DiagnosticsSink
 from datafusion_otel.store import ParquetSink
 
 ROWS = 200_000
@@ -64,17 +65,33 @@ WORKLOADS = {
     "filter_drops_most": "SELECT k, v FROM mem_csv WHERE v = 17",
     "slow_operator": "SELECT k, v FROM mem ORDER BY v, k",
     "poor_pruning": "SELECT sum(v) FROM ordered WHERE k >= 0",
+    "filter_pushed": "SELECT k, v FROM ordered WHERE v = 17",
     "clean": "SELECT sum(v) FROM ordered WHERE k < 15000",
 }
 
 
-def capture(store: Path, data: Path, name: str, *, label: str | None = None) -> str:
-    """Run workload ``name`` as a tracked run into ``store``; return the run id."""
+def capture(
+    sink: DiagnosticsSink | Path, data: Path, name: str, *, label: str | None = None
+) -> str:
+    """Run workload ``name`` as a tracked run into ``sink`` (a store folder or a sink).
+
+    The spill workload runs on one partition under a 10 MB fair spill pool (one sort: the
+    pool is not shared, so it spills the same way every time).
+
+    Returns:
+        The run id.
+    """
     pool = 10_000_000 if name == "spill" else None
     ctx = context(1 if pool else 4, pool_bytes=pool)
     register_data(ctx, data)
-    with ParquetSink(store) as sink:
-        with tracked_run(label=label or name, sink=sink, metadata={"workload": name}) as run:
+    owned = ParquetSink(sink) if isinstance(sink, Path) else None
+    target = owned if owned is not None else sink
+    assert not isinstance(target, Path)
+    try:
+        with tracked_run(label=label or name, sink=target, metadata={"workload": name}) as run:
             df = sql_to_datafusion(WORKLOADS[name], ctx=ctx, options=DataFusionCompileOptions())
             df.to_arrow_table()
+    finally:
+        if owned is not None:
+            owned.close()
     return run.run_id
