@@ -161,3 +161,31 @@ def test_report_command_writes_one_file(
     written = Path(capsys.readouterr().out.strip())
     assert written.name == f"run-{ids['spill'][:12]}.html"
     assert (tmp_path / written).read_text(encoding="utf-8") == render(ids["spill"], store=store)
+
+
+def test_finished_run_displays_its_profile_in_a_notebook(tmp_path: Path) -> None:
+    """``DataFusionRun._repr_html_``: the profile from the run's own sink (collector, store)."""
+    from datafusion_otel import DiagnosticsCollector, tracked_run
+    from datafusion_otel.store import ParquetSink
+
+    data = tmp_path / "data"
+    data.mkdir()
+    sink = DiagnosticsCollector()
+    capture(sink, data, "row_explosion", label="notebook")
+    rows = sink.events_snapshot()[attr.OPERATOR_METRICS_TABLE]
+    with tracked_run(label="open", sink=sink) as running:
+        assert running._repr_html_() is None  # still running
+    runs = sink.events_snapshot()[attr.RUNS_TABLE]
+    assert runs[0]["label"] == "notebook"
+    from datafusion_otel.runs import DataFusionRun
+
+    finished = DataFusionRun(**{k: v for k, v in runs[0].items() if k in ("run_id", "label",
+                             "start_time_unix_ms", "end_time_unix_ms", "status")})  # fmt: skip
+    finished._sink = sink
+    page = _parse(finished._repr_html_() or "")
+    assert page.paths == {r["operator_path"] for r in rows} and page.paths
+    assert "row_explosion" in "".join(page.text)
+    with ParquetSink(tmp_path / "store") as store_sink:
+        with tracked_run(label="stored", sink=store_sink) as run:
+            pass
+        assert "stored" in "".join(_parse(run._repr_html_() or "").text)
