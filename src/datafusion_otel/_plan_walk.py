@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,19 @@ __all__ = [
 _JOIN = "Join"  # HashJoinExec, SortMergeJoinExec, CrossJoinExec, NestedLoopJoinExec...
 _CORE = ("output_rows", "elapsed_compute", "spill_count", "spilled_bytes")
 _TIMESTAMPS = ("start_timestamp", "end_timestamp")
+_PRUNING = (
+    "pruning_row_groups_total",
+    "pruning_row_groups_matched",
+    "pruning_pages_total",
+    "pruning_pages_matched",
+)
 _NS_PER_SECOND = 1_000_000_000
+# DataFusion 55 reports pruning counters as text with a null value: "10 total → 3 matched".
+_PRUNING_TEXT = re.compile(r"^\s*(\d+) total → (\d+) matched")
+_PRUNING_COLUMNS = {
+    "row_groups_pruned_statistics": "pruning_row_groups",
+    "page_index_pages_pruned": "pruning_pages",
+}
 
 
 @dataclass
@@ -123,6 +136,8 @@ def _per_partition(node: OperatorNode) -> dict[int | None, dict[str, int | None]
         if values is None:
             values = grouped[partition] = {}
         value = value_of(name, metric.value)
+        if value is None and name in _PRUNING_COLUMNS:
+            _add_pruning(values, _PRUNING_COLUMNS[name], metric)
         previous = values.get(name)
         if previous is not None:
             if value is None:
@@ -131,6 +146,18 @@ def _per_partition(node: OperatorNode) -> dict[int | None, dict[str, int | None]
                 value += previous
         values[name] = value
     return grouped
+
+
+def _add_pruning(values: dict[str, int | None], prefix: str, metric: Any) -> None:
+    """Add a pruning counter's parsed ``total`` / ``matched`` to ``values`` (if it parses)."""
+    try:
+        match = _PRUNING_TEXT.match(repr(metric))
+    except Exception:  # a metric whose text cannot be read stays not recorded
+        return
+    if match is None:
+        return
+    for key, text in ((f"{prefix}_total", match[1]), (f"{prefix}_matched", match[2])):
+        values[key] = (values.get(key) or 0) + int(text)
 
 
 def _iter_rows(
@@ -156,7 +183,8 @@ def operator_metric_rows(
     """
     rows: list[dict[str, object]] = []
     for node, partition, values in _iter_rows(nodes):
-        other = {k: v for k, v in values.items() if k not in _CORE and k not in _TIMESTAMPS}
+        skip = (*_CORE, *_TIMESTAMPS, *_PRUNING)
+        other = {k: v for k, v in values.items() if k not in skip}
         rows.append(
             {
                 **base,
@@ -170,6 +198,7 @@ def operator_metric_rows(
                 "start_time_unix_ns": values.get("start_timestamp"),
                 "end_time_unix_ns": values.get("end_timestamp"),
                 "other_metrics": {k: v for k, v in other.items()} or None,
+                **{key: values.get(key) for key in _PRUNING},
             }
         )
     return rows

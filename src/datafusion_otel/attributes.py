@@ -40,6 +40,7 @@ RUNS_TABLE: Final = "datafusion_runs_v1"
 PLAN_ARTIFACTS_TABLE: Final = "datafusion_plan_artifacts_v1"
 OPERATOR_METRICS_TABLE: Final = "datafusion_operator_metrics_v1"
 CACHE_STATE_TABLE: Final = "datafusion_cache_state_v1"
+FINDINGS_TABLE: Final = "datafusion_findings_v1"
 
 # --- artifact names (the ``name`` given to ``DiagnosticsSink.record_artifact``) ---------------
 RUN_STARTED_ARTIFACT: Final = "datafusion_run_started_v1"

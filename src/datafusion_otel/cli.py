@@ -7,6 +7,8 @@ Commands (each takes ``--store PATH``, default ``$DATAFUSION_OTEL_HOME`` or
 * ``runs``: recent runs. ``show RUN_ID``: one run (a unique id prefix is enough).
 * ``stats``: per label count, error rate, p50/p95/p99. ``sql "QUERY"``: one read-only SQL
   query over the store (DDL, DML and statements are refused).
+* ``findings [RUN_ID | --label L]``: why a run was slow (see `datafusion_otel.findings`).
+  ``report RUN_ID [-o FILE]``: the run's offline HTML profile (`datafusion_otel.report`).
 
 ``$DATAFUSION_OTEL_TRACE_URL`` (a template with ``{run_id}``) makes ``runs`` and ``show``
 print a link to each run in a trace UI.
@@ -27,6 +29,7 @@ from typing import NoReturn
 
 from datafusion_otel.commands import browse
 from datafusion_otel.commands import demo as demo_command
+from datafusion_otel.commands import findings as findings_command
 from datafusion_otel.config import Telemetry, configure
 from datafusion_otel.metrics import enable_run_metrics
 from datafusion_otel.store import ParquetSink, StoreError
@@ -120,6 +123,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sql.add_argument("query", metavar="QUERY", help="tables: " + ", ".join(_TABLES))
     sql.set_defaults(func=browse.sql)
+
+    found = commands.add_parser("findings", parents=[common], help="why was a run slow")
+    found.add_argument("run_id", metavar="RUN_ID", nargs="?", help="run id (default: latest)")
+    found.add_argument("--label", metavar="L", help="the latest run with this label")
+    found.set_defaults(func=findings_command.findings)
+
+    report = commands.add_parser("report", parents=[common], help="write a run's HTML profile")
+    report.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix")
+    report.add_argument("-o", "--output", metavar="FILE", help="HTML file (run-<id>.html)")
+    report.set_defaults(func=findings_command.report)
     return parser
 
 

@@ -117,6 +117,12 @@ class DataFusionRun:
             "metadata": self._metadata_json or meta.to_text(self._snapshot()),
         }
 
+    def _repr_html_(self) -> str | None:
+        """The run's HTML profile in a notebook (`datafusion_otel.report`); None while running."""
+        from datafusion_otel.report._notebook import run_html
+
+        return run_html(self)
+
     def _snapshot(self) -> dict[str, object]:
         """The metadata as recorded: a JSON-safe copy with the package's keys; never raises."""
         snap = meta.snapshot(self.metadata)

@@ -22,9 +22,27 @@ Tables (each schema carries its table name under the ``table_name`` metadata key
   - ``capture_duration_ms``: time spent capturing artifacts.
 * ``DATAFUSION_OPERATOR_METRICS_V1`` (``datafusion_operator_metrics_v1``): one row per
   physical operator and partition, from the executed plan's metrics. Values DataFusion does
-  not report are null, never 0.
+  not report are null, never 0. Columns added later (nullable, null in older stores):
+
+  - ``pruning_row_groups_total`` / ``pruning_row_groups_matched``: a Parquet scan's row
+    groups tested against its predicate's statistics and the ones kept, parsed from
+    DataFusion's text metric ``row_groups_pruned_statistics`` ("10 total → 3 matched").
+  - ``pruning_pages_total`` / ``pruning_pages_matched``: likewise for the page index
+    (``page_index_pages_pruned``).
 * ``DATAFUSION_CACHE_STATE_V1`` (``datafusion_cache_state_v1``): one row per DataFusion
   cache per run; the original columns plus ``run_id``.
+* ``DATAFUSION_FINDINGS_V1`` (``datafusion_findings_v1``): one row per finding of
+  `datafusion_otel.findings` (computed from the tables above, not written by the sink):
+
+  - ``run_id``, ``span_id``, ``plan_hash``: the run and the query (execution span) found in.
+  - ``operator_path`` / ``operator_name``: the operator (``"0.1"``...), null for a query.
+  - ``partition``: the partition named by a ``partition_skew`` finding, else null.
+  - ``kind``: ``slow_operator``, ``partition_skew``, ``spill``, ``row_explosion``,
+    ``filter_drops_most`` or ``poor_pruning``.
+  - ``severity``: ``info``, ``warning`` or ``critical``.
+  - ``message``: one human sentence citing the figures.
+  - ``measured_value`` / ``threshold``: the figure compared and the threshold it crossed.
+  - ``evidence``: JSON object of every metric value the finding was computed from.
 """
 
 from __future__ import annotations
@@ -39,6 +57,7 @@ from datafusion_otel._coerce import coerce_rows
 
 __all__ = [
     "DATAFUSION_CACHE_STATE_V1",
+    "DATAFUSION_FINDINGS_V1",
     "DATAFUSION_OPERATOR_METRICS_V1",
     "DATAFUSION_PLAN_ARTIFACTS_V1",
     "DATAFUSION_RUNS_V1",
@@ -122,6 +141,10 @@ DATAFUSION_OPERATOR_METRICS_V1: pa.Schema = _named(
         pa.field("start_time_unix_ns", pa.int64(), nullable=True),
         pa.field("end_time_unix_ns", pa.int64(), nullable=True),
         pa.field("other_metrics", pa.map_(pa.string(), pa.int64()), nullable=True),
+        pa.field("pruning_row_groups_total", pa.int64(), nullable=True),
+        pa.field("pruning_row_groups_matched", pa.int64(), nullable=True),
+        pa.field("pruning_pages_total", pa.int64(), nullable=True),
+        pa.field("pruning_pages_matched", pa.int64(), nullable=True),
     ],
 )
 
@@ -140,11 +163,30 @@ DATAFUSION_CACHE_STATE_V1: pa.Schema = _named(
     ],
 )
 
+DATAFUSION_FINDINGS_V1: pa.Schema = _named(
+    attr.FINDINGS_TABLE,
+    [
+        pa.field("run_id", pa.string(), nullable=True),
+        pa.field("span_id", pa.string(), nullable=True),
+        pa.field("plan_hash", pa.string(), nullable=True),
+        pa.field("operator_path", pa.string(), nullable=True),
+        pa.field("operator_name", pa.string(), nullable=True),
+        pa.field("partition", pa.int64(), nullable=True),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("measured_value", pa.float64(), nullable=True),
+        pa.field("threshold", pa.float64(), nullable=True),
+        pa.field("evidence", pa.string(), nullable=True),  # JSON object
+    ],
+)
+
 SCHEMAS: Mapping[str, pa.Schema] = {
     attr.RUNS_TABLE: DATAFUSION_RUNS_V1,
     attr.PLAN_ARTIFACTS_TABLE: DATAFUSION_PLAN_ARTIFACTS_V1,
     attr.OPERATOR_METRICS_TABLE: DATAFUSION_OPERATOR_METRICS_V1,
     attr.CACHE_STATE_TABLE: DATAFUSION_CACHE_STATE_V1,
+    attr.FINDINGS_TABLE: DATAFUSION_FINDINGS_V1,
 }
 """Every diagnostics schema, keyed by table name."""
 

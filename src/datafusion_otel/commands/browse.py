@@ -25,6 +25,7 @@ from datafusion_otel.commands.render import (
     print_json,
     print_table,
 )
+from datafusion_otel.findings import find
 from datafusion_otel.store import RunStore, StoreError
 
 __all__ = ["open_store", "runs", "show", "sql", "stats", "trace_url_template"]
@@ -107,6 +108,7 @@ def show(args: argparse.Namespace) -> int:
     link = _link(template, details.run["run_id"])
     trees = plan_tree(details.operator_metrics)
     scan = scan_cache_metrics(details.operator_metrics)
+    found = find(details.operator_metrics, details.plan_artifacts)
     if args.json:
         print_json(
             {
@@ -117,6 +119,7 @@ def show(args: argparse.Namespace) -> int:
                 "cache_state": details.cache_state,
                 "scan_cache_metrics": scan,
                 "plan_trees": trees,
+                "findings": found,
             }
         )
         return 0
@@ -146,6 +149,9 @@ def show(args: argparse.Namespace) -> int:
     print("\nplan" + ("" if trees else ": no operator metrics recorded for this run"))
     for tree in trees:
         _print_tree(tree)
+    print(f"\nfindings ({len(found)})")
+    for finding in found:
+        print(f"  {finding['severity']:<8} {finding['kind']:<17} {finding['message']}")
     return 0
 
 
