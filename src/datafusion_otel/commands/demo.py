@@ -212,7 +212,8 @@ def _stats_of(store: Path, summary: list[dict[str, object]]) -> list[dict[str, o
     )
     ctx = SessionContext()
     ctx.from_arrow(runs, name="these_runs")
-    return summarize_runs(ctx, table="these_runs").to_pylist()
+    rows: list[dict[str, object]] = summarize_runs(ctx, table="these_runs").to_pylist()
+    return rows
 
 
 def _one_run(
