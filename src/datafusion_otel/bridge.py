@@ -129,8 +129,10 @@ def _operator_tracer(span: Any) -> trace.Tracer:
     held = getattr(span, "_span_processor", None)
     if held is not None:
         state = config._state
+        with config._lock:  # a copy: another thread may attach a processor meanwhile
+            attached = list(config._processors.keys())
         known = [state["configured"], trace.get_tracer_provider(), state["fallback"]]
-        for provider in [*known, *list(config._processors.keys())]:
+        for provider in [*known, *attached]:
             if (
                 isinstance(provider, SdkTracerProvider)
                 and getattr(provider, "_active_span_processor", None) is held
