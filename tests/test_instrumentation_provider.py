@@ -164,6 +164,24 @@ def test_rows_of_the_instrumentors_spans_reach_the_runs_sink_once(
     assert len(own_rows[attr.OPERATOR_METRICS_TABLE]) == len(metrics)
 
 
+def test_the_configure_sink_gets_the_rows_of_the_instrumentors_spans(mine: Provider) -> None:
+    """configure(sink=S) on the provider of runs, the instrumentor on P: S gets every row once."""
+    runs_provider = _provider()
+    everything = DiagnosticsCollector()
+    datafusion_otel.configure(tracer_provider=runs_provider.provider, sink=everything)
+    DataFusionInstrumentor().instrument(tracer_provider=mine.provider, capture_plan_artifacts=True)
+    with tracked_run(label="r") as run:
+        _context().sql(QUERY).collect()
+    rows = _rows_of_one_run(everything)
+    assert [r["run_id"] for r in rows[attr.RUNS_TABLE]] == [run.run_id]
+    (artifacts,) = rows[attr.PLAN_ARTIFACTS_TABLE]
+    assert artifacts["run_id"] == run.run_id
+    metrics = rows[attr.OPERATOR_METRICS_TABLE]
+    keys = [(m["operator_path"], m["partition"]) for m in metrics]
+    assert keys
+    assert len(keys) == len(set(keys))
+
+
 def test_a_provider_that_is_not_an_sdk_provider_is_warned_about(mine: Provider) -> None:
     with pytest.warns(DataFusionInstrumentationWarning, match="not an OpenTelemetry SDK"):
         DataFusionInstrumentor().instrument(

@@ -94,7 +94,8 @@ def _attach_diagnostics(options: InstrumentationOptions) -> None:
 
     Rows of the execution and operator spans it creates then reach the sink of the run they
     belong to even when that run's span comes from another provider (the processor of each
-    provider delivers the rows of its own spans, so each row is delivered once). A provider
+    provider delivers the rows of its own spans, so each row is delivered once), and the sink
+    given to an earlier `datafusion_otel.configure` of another provider too. A provider
     that is not an SDK ``TracerProvider`` cannot carry it: warned once, its spans give no rows.
     """
     provider = options.tracer_provider
@@ -102,7 +103,11 @@ def _attach_diagnostics(options: InstrumentationOptions) -> None:
         return
     if isinstance(provider, SdkTracerProvider):
         try:
-            config.processor_for(provider)
+            processor = config.processor_for(provider)
+            configured = config._state["configured"]
+            main = config._processors.get(configured) if configured is not None else None
+            if main is not None and main is not processor and processor.sink is None:
+                processor.replace_sink(main.sink)  # the configure() sink gets every row
         except Exception:
             _LOG.exception("could not attach the diagnostics processor to tracer_provider")
         return
