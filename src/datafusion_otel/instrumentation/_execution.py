@@ -307,8 +307,8 @@ class Execution:
         provider = self._run_provider
         if provider is not None:
             # The run's label is the span name, its status "completed" unless it failed and
-            # its metadata {"auto_run": true}: `run_row` derives them, so a successful auto
-            # run costs two attributes, not five.
+            # its metadata {"datafusion_otel.auto_run": true}: `run_row` derives them, so a
+            # successful auto run costs two attributes, not five.
             context = span.get_span_context()
             ending[attr.RUN_ID] = format_trace_id(context.trace_id)
             ending[attr.RUN_EXPORTED] = (
