@@ -20,7 +20,6 @@ structurally: matching them everywhere would garble every plan (``@1``, ``RoundR
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections import OrderedDict
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from datafusion_otel._literals import plan_literals, sql_literals
+from datafusion_otel._matcher import RENDERING, WORD, Matcher
 from datafusion_otel._renderings import renderings
 
 __all__ = [
@@ -77,23 +77,6 @@ def count_withheld() -> None:
 def withheld_count() -> int:
     """How many span / log texts were withheld because they could not be sanitized."""
     return _withheld["count"]
-
-
-def _guarded(rendering: str) -> str:
-    body = re.escape(rendering)
-    if rendering[0].isalnum() or rendering[0] == "_":
-        body = r"(?<![\w])" + body
-    if rendering[-1].isalnum() or rendering[-1] == "_":
-        body += r"(?![\w])"
-    return body
-
-
-@functools.lru_cache(maxsize=512)
-def _pattern(found: frozenset[str]) -> re.Pattern[str] | None:
-    if not found:
-        return None
-    ordered = sorted(found, key=lambda r: (-len(r), r))
-    return re.compile("|".join(_guarded(r) for r in ordered))
 
 
 def structural(text: str, *, plan: bool, identifiers: frozenset[str] | None = None) -> str:
@@ -157,6 +140,9 @@ class Redactor:
         self.renderings = frozenset(found - self.identifiers)
         self.complete = complete
         self.words = frozenset(words - self.identifiers - found)
+        self._matcher = Matcher(
+            [(r, RENDERING) for r in self.renderings] + [(w, WORD) for w in self.words]
+        )
         self._cleaned: dict[tuple[str, bool], str | None] = {}  # a repeated query's texts
         self._lock = threading.Lock()
 
@@ -170,36 +156,29 @@ class Redactor:
         Returns:
             The redacted text (not checked: see `clean`).
         """
-        out = text
-        pattern = self._present(out, plan=plan)
-        if pattern is not None:
-            out = pattern.sub(self._replace, out)
+        out = self._matcher.sub(text, self._kinds(plan), self._replace)
         return structural(out, plan=plan, identifiers=self.identifiers)
 
-    def _replace(self, match: re.Match[str]) -> str:
-        return match.group(0) if match.group(0) in self.identifiers else "?"
+    def _replace(self, match: str) -> str:
+        return match if match in self.identifiers else "?"
+
+    @staticmethod
+    def _kinds(plan: bool) -> int:
+        return RENDERING if plan else RENDERING | WORD
 
     def leaks(self, text: str, *, plan: bool = True) -> bool:
         """Whether ``text`` holds a rendering of a literal on token boundaries.
+
+        One pass over the text (`_matcher`), whatever the number of renderings.
 
         Args:
             text: Any text.
             plan: False for error messages: the words of string values count too.
         """
-        pattern = self._present(text, plan=plan)
-        if pattern is None:
-            return False
-        return any(m.group(0) not in self.identifiers for m in pattern.finditer(text))
-
-    def _present(self, text: str, *, plan: bool) -> re.Pattern[str] | None:
-        """The pattern of the renderings that occur in ``text`` at all.
-
-        A substring test per rendering is far cheaper than one alternation of all of them.
-        """
-        found = {r for r in self.renderings if r in text}
-        if not plan:
-            found.update(w for w in self.words if w in text)
-        return _pattern(frozenset(found))
+        return any(
+            text[start:end] not in self.identifiers
+            for start, end in self._matcher.spans(text, self._kinds(plan))
+        )
 
     def clean(self, text: str, *, plan: bool = True) -> str | None:
         """Redact ``text`` and check it; None when it must be withheld.
