@@ -35,6 +35,8 @@ __all__ = [
     "WITHHELD",
     "Redactor",
     "count_withheld",
+    "error_blocks",
+    "hide_numbers",
     "query_redactor",
     "withheld_count",
 ]
@@ -63,6 +65,12 @@ _WORD_SPLIT = re.compile(r"[^\w]+")
 _CATALOG_WORDS = frozenset({"datafusion", "public", "information_schema"})
 _COMPARED_NUMBER = re.compile(r"(?<=[=<>] )(?<!-> )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
+_NUMBER = re.compile(r"(?<![\w.@$])-?(?:0[xX][0-9A-Fa-f]+|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?!\w)")
+# DataFusion error formats that quote a value bare: the regex crate's parse error (the
+# pattern on its own lines) and arrow's type parser ("Error unknown token: <text>").
+_REGEX_ERROR = re.compile(r"(regex parse error:\n)(?:[^\n]*\n)*?(?=error: )")
+_UNKNOWN_TOKEN = re.compile(r"(unknown token: )\S+")
+
 _CLEANED_SIZE = 64
 _lock = threading.Lock()
 _withheld = {"count": 0}
@@ -77,6 +85,27 @@ def count_withheld() -> None:
 def withheld_count() -> int:
     """How many span / log texts were withheld because they could not be sanitized."""
     return _withheld["count"]
+
+
+def hide_numbers(text: str) -> str:
+    """Replace every standalone number of 3 characters or more in an error text by ``?``.
+
+    DataFusion's errors quote constants it computed from the query's literals (``Can't cast
+    value 8675309123000``), which no literal's rendering predicts.
+    """
+    return _NUMBER.sub(lambda m: m.group(0) if len(m.group(0)) < MIN_RENDERING else "?", text)
+
+
+def error_blocks(text: str) -> str:
+    r"""Redact the values DataFusion's error formats quote bare, over lines.
+
+    The regex crate's parse error prints the pattern on its own lines (``regex parse
+    error:\n    secret(\n    ^\nerror: unclosed group``); arrow's type parser prints
+    ``Error unknown token: secret``. Apply to a whole message before splitting it into lines.
+    """
+    if "regex parse error:" in text:
+        text = _REGEX_ERROR.sub(r"\1    ?\n", text)
+    return _UNKNOWN_TOKEN.sub(r"\1?", text)
 
 
 def structural(text: str, *, plan: bool, identifiers: frozenset[str] | None = None) -> str:
@@ -101,7 +130,9 @@ def structural(text: str, *, plan: bool, identifiers: frozenset[str] | None = No
         if "'" in out:
             out = _QUOTED.sub("?", out)
         out = _COMPARED_NUMBER.sub("?", out)
-    elif identifiers is not None:
+    else:
+        out = error_blocks(out)
+    if not plan and identifiers is not None:
         names = identifiers | _CATALOG_WORDS
         out = _QUOTED_NAME.sub(lambda m: m.group(0) if _is_name(m, names) else "?", out)
     return out

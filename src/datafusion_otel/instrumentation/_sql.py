@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._errors import exception_text, record_exception
+from datafusion_otel._errors import exception_text, record_exception, remember_params
 from datafusion_otel.instrumentation._execution import INSIDE, Tracing, call_in, internal_error
 from datafusion_otel.instrumentation._query import (
     INFO_ATTR,
@@ -148,6 +148,7 @@ def _planned(
         result = original(ctx, *args, **kwargs)
     except BaseException as exc:
         otel_context.detach(token)
+        remember_params(exc, args, kwargs)  # param_values are literals the SQL text lacks
         _end_failed(span, exc, tracing, info.sql)
         raise
     otel_context.detach(token)
