@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
+from datafusion_otel._dialect import note_sql
 from datafusion_otel._errors import protect_package_loggers, remember_frame, remember_sql
 from datafusion_otel._redact import WITHHELD, hide_numbers, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
@@ -131,6 +132,7 @@ def capture_artifacts(
     errors = _Errors()
     policy = options.sql_text
     raw = policy == "raw"
+    note_sql(ctx, sql)  # a non-default dialect reads literals differently
     if execution_error is not None:
         remember_sql(execution_error, sql)  # run metadata / span events redact with its literals
         remember_frame(execution_error, df)  # and with those of its plan (DataFrame API)

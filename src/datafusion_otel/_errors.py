@@ -32,6 +32,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
+from datafusion_otel._dialect import text_dialect
 from datafusion_otel._literals import plan_literals, recent_literals, sql_literals
 from datafusion_otel._redact import (
     WITHHELD,
@@ -161,9 +162,13 @@ def _remembered_literals(exc: BaseException | None) -> _Literals:
     return value if isinstance(value, _Literals) else _Literals()
 
 
-@functools.lru_cache(maxsize=64)
 def _sql_redactor(sql: str) -> Redactor:
-    found = sql_literals(sql)
+    return _dialect_redactor(sql, text_dialect(sql))
+
+
+@functools.lru_cache(maxsize=64)
+def _dialect_redactor(sql: str, dialect: str) -> Redactor:
+    found = sql_literals(sql, dialect)
     return Redactor(found.values, found.identifiers)
 
 
@@ -178,7 +183,8 @@ def _redactor(sql: str, extra: _Literals) -> Redactor:
 def _extra_redactor(sql: str | None, extra: _Literals) -> Redactor:
     found = sql_literals(sql) if sql is not None else None
     values = [*(found.values if found else ()), *extra.values]
-    names = (found.identifiers if found else frozenset()) | extra.names
+    texts = {v for v in extra.values if isinstance(v, str)}  # a plan's string is no name
+    names = ((found.identifiers if found else frozenset()) - texts) | extra.names
     return Redactor(values, names)
 
 

@@ -1,7 +1,9 @@
-"""Collect the literal values of a query: from its SQL text and from its plans.
+r"""Collect the literal values of a query: from its SQL text and from its plans.
 
 * SQL text (`sql_literals`): sqlglot's postgres tokenizer reads strings (also ``E'...'``,
-  ``$$...$$``, ``N'...'``), numbers, hex and bit strings; the result is cached per text.
+  ``$$...$$``, ``N'...'``), numbers, hex and bit strings; the result is cached per text. A text
+  planned under another ``datafusion.sql_parser.dialect`` (`_dialect`) is read by that
+  dialect's sqlglot tokenizer (MySQL: ``"..."`` is a string, ``\'`` an escape).
 * Plans (`plan_literals`): each logical plan node (``to_variant()``) is asked for its
   expressions, and each expression is walked (``rex_call_operands()``, ``to_variant()``) down to
   its literals (``python_value()``); an expression kind the bindings cannot convert (window
@@ -23,7 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PlanLiterals", "SqlLiterals", "plan_literals", "sql_literals"]
+from datafusion_otel._dialect import text_dialect, tokenizer_dialect
+
+__all__ = ["PlanLiterals", "SqlLiterals", "plan_literals", "sql_literals", "tokenize"]
 
 _MAX_DEPTH = 200
 _SKIP_METHODS = frozenset({
@@ -34,6 +38,7 @@ _SKIP_METHODS = frozenset({
     "qualified_name", "get_type", "null_treatment", "produce_one_row",
 })  # fmt: skip
 """Methods of plan / expression variants that return no expressions (or are costly)."""
+_NAME = re.compile(r"\w+")
 _SUBQUERY_KINDS = frozenset({"InSubquery", "Exists", "ScalarSubquery"})
 _TEXT_KINDS = frozenset({"WindowFunction", "AggregateFunction"})
 
@@ -57,9 +62,9 @@ class SqlLiterals:
     ok: bool = True
 
 
-@functools.lru_cache(maxsize=1)
-def _tokenizer_types() -> tuple[Any, frozenset[Any], frozenset[Any]]:
-    from sqlglot.dialects.postgres import Postgres
+@functools.lru_cache(maxsize=16)
+def _tokenizer_types(dialect: str | None) -> tuple[Any, frozenset[Any], frozenset[Any]]:
+    from sqlglot.dialects.dialect import Dialect
     from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
     strings = frozenset({
@@ -67,33 +72,49 @@ def _tokenizer_types() -> tuple[Any, frozenset[Any], frozenset[Any]]:
         TokenType.BYTE_STRING, TokenType.RAW_STRING, TokenType.UNICODE_STRING,
     })  # fmt: skip
     names = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
-    return Postgres, strings, names
+    return Dialect.get_or_raise(dialect or "postgres"), strings, names
+
+
+def tokenize(sql: str, dialect: str | None = None) -> list[Any]:
+    """Return sqlglot's tokens of ``sql`` under DataFusion dialect ``dialect``.
+
+    The dialect defaults to the one noted for the text (`_dialect.text_dialect`).
+
+    Raises:
+        Exception: sqlglot's error for a text it cannot read.
+    """
+    sqlglot_dialect = tokenizer_dialect(dialect if dialect is not None else text_dialect(sql))
+    kind = _tokenizer_types(sqlglot_dialect)[0]
+    return list(kind.tokenizer_class().tokenize(sql))
 
 
 _CACHE_SIZE = 1024
 RECENT = 64
 """How many recent SQL texts `recent_literals` draws from."""
-_cache: OrderedDict[str, SqlLiterals] = OrderedDict()
+_cache: OrderedDict[tuple[str, str], SqlLiterals] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def sql_literals(sql: str) -> SqlLiterals:
+def sql_literals(sql: str, dialect: str | None = None) -> SqlLiterals:
     """Return the literals of ``sql`` (cached per text, least recently used dropped first).
 
     Args:
         sql: SQL text.
+        dialect: DataFusion's ``sql_parser.dialect`` for the text (default: the one noted for
+            it by `_dialect.note_sql`, else ``generic``); its sqlglot tokenizer reads the text.
 
     Returns:
         What the tokenizer found; ``ok`` is False when it failed.
     """
+    key = (dialect if dialect is not None else text_dialect(sql), sql)
     with _cache_lock:
-        found = _cache.get(sql)
+        found = _cache.get(key)
         if found is not None:
-            _cache.move_to_end(sql)
+            _cache.move_to_end(key)
             return found
-    found = _tokenize(sql)
+    found = _tokenize(sql, key[0])
     with _cache_lock:
-        _cache[sql] = found
+        _cache[key] = found
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return found
@@ -111,12 +132,15 @@ def recent_literals() -> tuple[list[Any], frozenset[str]]:
     return values, names
 
 
-def _tokenize(sql: str) -> SqlLiterals:
+def _tokenize(sql: str, dialect: str) -> SqlLiterals:
     from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
-    dialect, strings, names = _tokenizer_types()
+    matched = tokenizer_dialect(dialect)
+    _, strings, names = _tokenizer_types(matched)
+    if matched is None:  # a dialect sqlglot does not match: "..." may be a string too
+        strings = strings | {TokenType.IDENTIFIER}
     try:
-        tokens = dialect().tokenizer_class().tokenize(sql)
+        tokens = tokenize(sql, dialect)
     except Exception:
         return SqlLiterals(ok=False)
     found = SqlLiterals()
@@ -238,7 +262,11 @@ class _Walker:
             self.plan(child, depth + 1)
 
     def _identifiers(self, variant: Any) -> None:
-        if type(variant).__name__ != "TableScan":
+        if type(variant).__name__ != "TableScan":  # output names: aliases of projections...
+            with contextlib.suppress(Exception):  # identifiers are a readability aid only
+                for name in variant.schema().field_names():
+                    if isinstance(name, str) and _NAME.fullmatch(name.rsplit(".", 1)[-1]):
+                        self.found.identifiers.add(name.rsplit(".", 1)[-1])
             return
         for part in variant.fqn():
             if isinstance(part, str):

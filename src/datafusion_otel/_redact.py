@@ -284,14 +284,21 @@ def _cached(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redac
 
 
 def _build(sqls: tuple[str | None, ...], plans: tuple[Any, ...]) -> Redactor:
+    """Build the redactor of SQL texts and plans.
+
+    The names exempt from redaction are the plans' names (tables, columns, aliases) and the
+    SQL text's name tokens that are no literal value: under a dialect the tokenizer does not
+    read as DataFusion does, a token it took for a name may be a string of the plan.
+    """
     values: list[Any] = []
-    identifiers: set[str] = set()
+    words: set[str] = set()
     for source in sqls:
         if source:
             found = sql_literals(source)
             values.extend(found.values)
-            identifiers |= found.identifiers
+            words |= found.identifiers
     walked = plan_literals(*plans)
     values.extend(walked.values)
-    identifiers |= walked.identifiers
+    texts = {v for v in values if isinstance(v, str)}
+    identifiers = (words - texts) | walked.identifiers
     return Redactor(values, identifiers, complete=walked.complete)

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from datafusion_otel._literals import sql_literals
+from datafusion_otel._dialect import text_dialect, tokenizer_dialect
+from datafusion_otel._literals import sql_literals, tokenize
 
 __all__ = [
     "QuerySummary",
@@ -50,9 +51,12 @@ _TABLE_INTRO = re.compile(
 _NOT_TABLES = {"select", "lateral", "unnest", "values", "if", "exists", "not", "or", "replace"}
 
 
-@functools.lru_cache(maxsize=1024)
 def sanitize_sql(sql: str) -> str:
     """Return ``sql`` with every literal replaced by ``?`` and comments removed.
+
+    A text planned on a context whose ``datafusion.sql_parser.dialect`` is not the default is
+    read with that dialect's tokenizer (``"..."`` is a string under MySQL), see README
+    "Sanitizing".
 
     Args:
         sql: SQL text.
@@ -60,16 +64,19 @@ def sanitize_sql(sql: str) -> str:
     Returns:
         The sanitized text; identifiers (also quoted ones) are kept.
     """
-    found = sql_literals(sql)
-    if not found.ok:
-        return _fallback(sql)
+    return _sanitize(sql, text_dialect(sql))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sanitize(sql: str, dialect: str) -> str:
+    found = sql_literals(sql, dialect)
+    if not found.ok:  # under another dialect "..." may be a string: not kept then
+        return _fallback(sql, keep_quoted=tokenizer_dialect(dialect) == "postgres")
     out: list[str] = []
     position = 0
     spans = iter(found.spans)
-    from sqlglot.dialects.postgres import Postgres
-
     # Literal spans are known; comments sit in the gaps between tokens.
-    tokens = Postgres().tokenizer_class().tokenize(sql) if found.comments else None
+    tokens = tokenize(sql, dialect) if found.comments else None
     if tokens is not None:
         return _rebuild(sql, tokens, set(found.spans))
     for start, end in spans:
@@ -94,13 +101,13 @@ def _rebuild(sql: str, tokens: Sequence[object], literal_spans: set[tuple[int, i
     return "".join(out).strip()
 
 
-def _fallback(sql: str) -> str:
+def _fallback(sql: str, *, keep_quoted: bool = True) -> str:
     """Conservative sanitizing for a text the tokenizer cannot read (unterminated quotes...)."""
 
     def repl(match: re.Match[str]) -> str:
         if match.group("comment") is not None:
             return ""
-        if match.group("ident") is not None:
+        if match.group("ident") is not None and (keep_quoted or match.group(0)[0] == "`"):
             return match.group("ident")
         return "?"
 
