@@ -303,3 +303,15 @@ def test_longest_rendering_wins_and_names_stay():
     )
     assert not redactor.leaks("abcdef xabc abc_def 123456")
     assert redactor.leaks("[abc]")
+
+
+def test_leading_dot_numbers_are_one_literal(ctx, exporter, tmp_path, caplog):
+    # sqlglot reads ".8675309123e3" as "." and "8675309123e3"; DataFusion reads 867.5309123
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    sql = "SELECT .8675309123e3 + id AS x, id * .31415926 AS y FROM users /* note */"
+    sink = _run(ctx, sql, tmp_path)
+    row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
+    assert row["sql"] == "SELECT ? + id AS x, id * ? AS y FROM users"
+    texts = _everything(exporter, sink, tmp_path, caplog)
+    assert leaks(texts, ["867.5309123", "0.31415926", ".31415926", "31415926"], NAMES) == []
+    assert sanitize_sql("SELECT t.a, .5e3, x.y FROM t") == "SELECT t.a, ?, x.y FROM t"

@@ -39,6 +39,16 @@ _SKIP_METHODS = frozenset({
 })  # fmt: skip
 """Methods of plan / expression variants that return no expressions (or are costly)."""
 _NAME = re.compile(r"\w+")
+_JOINING_NAMES = ("VAR", "IDENTIFIER", "NUMBER", "R_PAREN", "R_BRACKET", "STAR")
+
+
+@functools.lru_cache(maxsize=1)
+def _joining() -> frozenset[Any]:
+    from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
+
+    return frozenset(getattr(TokenType, name) for name in _JOINING_NAMES)
+
+
 _SUBQUERY_KINDS = frozenset({"InSubquery", "Exists", "ScalarSubquery"})
 _TEXT_KINDS = frozenset({"WindowFunction", "AggregateFunction"})
 
@@ -145,7 +155,7 @@ def _tokenize(sql: str, dialect: str) -> SqlLiterals:
         return SqlLiterals(ok=False)
     found = SqlLiterals()
     idents: set[str] = set()
-    for token in tokens:
+    for index, token in enumerate(tokens):
         if token.comments:
             found.comments = True
         kind = token.token_type
@@ -153,6 +163,11 @@ def _tokenize(sql: str, dialect: str) -> SqlLiterals:
             found.values.append(token.text)
         elif kind == TokenType.NUMBER:
             found.values.extend(_number_values(token.text))
+            dot = _leading_dot(tokens, index)
+            if dot is not None:  # ".5e3": sqlglot reads "." and "5e3", DataFusion 500
+                found.values.extend(_number_values("." + token.text))
+                found.spans.append((dot.start, token.end + 1))
+                continue
         elif kind == TokenType.HEX_STRING:
             found.values.extend(_hex_values(token.text))
         elif kind == TokenType.BIT_STRING:
@@ -165,6 +180,26 @@ def _tokenize(sql: str, dialect: str) -> SqlLiterals:
         found.spans.append((token.start, token.end + 1))
     found.identifiers = frozenset(idents)
     return found
+
+
+def _leading_dot(tokens: list[Any], index: int) -> Any:
+    """The ``.`` token right before the number at ``index`` when it starts the number.
+
+    Not after a name, a number or a closing bracket (``t.5`` would be a qualified name).
+    """
+    from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
+
+    if index == 0:
+        return None
+    dot = tokens[index - 1]
+    if dot.token_type != TokenType.DOT or dot.end + 1 != tokens[index].start:
+        return None
+    if index >= 2:
+        before = tokens[index - 2]
+        joined = before.end + 1 == dot.start
+        if joined and before.token_type in _joining():
+            return None
+    return dot
 
 
 def _number_values(text: str) -> list[Any]:

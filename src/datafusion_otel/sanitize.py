@@ -90,11 +90,18 @@ def _sanitize(sql: str, dialect: str) -> str:
 def _rebuild(sql: str, tokens: Sequence[object], literal_spans: set[tuple[int, int]]) -> str:
     out: list[str] = []
     position = 0
+    span_ends = dict(literal_spans)  # a literal may span tokens (".5": "." and "5")
     for token in tokens:
         start, end = token.start, token.end + 1  # type: ignore[attr-defined]
+        if start < position:  # inside a literal already replaced
+            continue
         gap = sql[position:start]
         out.append(gap if not gap.strip() else " ")  # a gap that is not blank is a comment
-        out.append("?" if (start, end) in literal_spans else sql[start:end])
+        if start in span_ends:
+            out.append("?")
+            end = max(end, span_ends[start])
+        else:
+            out.append(sql[start:end])
         position = end
     tail = sql[position:]
     out.append(tail if not tail.strip() else "")
