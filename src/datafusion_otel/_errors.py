@@ -24,7 +24,9 @@ import functools
 import logging
 import os
 import re
+import threading
 import traceback
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel._dialect import text_dialect
-from datafusion_otel._literals import plan_literals, recent_literals, sql_literals
+from datafusion_otel._literals import plan_literals, recent_texts, sql_literals
 from datafusion_otel._redact import (
     WITHHELD,
     Redactor,
@@ -95,6 +97,9 @@ class _Literals:
 
     values: tuple[Any, ...] = ()
     names: frozenset[str] = frozenset()
+
+
+_NO_LITERALS = _Literals()
 
 
 def remember_literals(exc: BaseException, values: Iterable[Any], names: Iterable[str] = ()) -> None:
@@ -159,7 +164,7 @@ def _param_value(value: Any) -> Any:
 
 def _remembered_literals(exc: BaseException | None) -> _Literals:
     value = getattr(exc, _LITERALS_ATTRIBUTE, None)
-    return value if isinstance(value, _Literals) else _Literals()
+    return value if isinstance(value, _Literals) else _NO_LITERALS
 
 
 def _sql_redactor(sql: str) -> Redactor:
@@ -208,7 +213,7 @@ def error_text(
     if policy == "raw":
         return text
     protect_package_loggers()
-    extra = extra or _Literals()
+    extra = extra or _NO_LITERALS
     if sql is None or not sql_literals(sql).ok:
         return _unknown_query_text(text, numbers=True, extra=extra)
     out = _redactor(sql, extra).clean(text, plan=False)
@@ -224,11 +229,7 @@ def _unknown_query_text(text: str, *, numbers: bool, extra: _Literals | None = N
     The literals of the recent SQL texts are redacted, and so are quoted texts that are not
     their names and (with ``numbers``) every number.
     """
-    values, names = recent_literals()  # the failing query is likely among the recent ones
-    if extra is not None and extra.values:
-        values = [*values, *extra.values]
-        names = names | extra.names
-    redactor = Redactor(values, names)
+    redactor = _recent_redactor(extra or _NO_LITERALS)
     out = redactor.redact(text, plan=False)
     if numbers:
         out = _UNKNOWN_LITERAL.sub("?", out)
@@ -236,6 +237,35 @@ def _unknown_query_text(text: str, *, numbers: bool, extra: _Literals | None = N
         count_withheld()
         return WITHHELD
     return out
+
+
+_RECENT_REDACTORS: OrderedDict[tuple[int, ...], tuple[list[Any], Redactor]] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
+
+
+def _recent_redactor(extra: _Literals) -> Redactor:
+    """The redactor of the recent SQL texts' literals (and ``extra``), built once per set.
+
+    Log records and the lines of a traceback are treated one by one: the set of recent texts
+    rarely changes between them. The key holds the objects' ids; the entry keeps the objects
+    alive, so that an id cannot be reused while it is a key.
+    """
+    recent = recent_texts()  # the failing query is likely among the recent ones
+    holders: list[Any] = [*recent, extra]
+    key = tuple(id(h) for h in holders)
+    with _RECENT_LOCK:
+        found = _RECENT_REDACTORS.get(key)
+        if found is not None:
+            _RECENT_REDACTORS.move_to_end(key)
+            return found[1]
+    values = [v for item in recent for v in item.values] + list(extra.values)
+    names = frozenset(n for item in recent for n in item.identifiers) | extra.names
+    redactor = Redactor(values, names)
+    with _RECENT_LOCK:
+        _RECENT_REDACTORS[key] = (holders, redactor)
+        while len(_RECENT_REDACTORS) > 4:
+            _RECENT_REDACTORS.popitem(last=False)
+    return redactor
 
 
 def exception_text(exc: BaseException, policy: SqlTextPolicy, sql: str | None = None) -> str:

@@ -27,7 +27,15 @@ from typing import Any
 
 from datafusion_otel._dialect import text_dialect, tokenizer_dialect
 
-__all__ = ["PlanLiterals", "SqlLiterals", "plan_literals", "sql_literals", "tokenize"]
+__all__ = [
+    "PlanLiterals",
+    "SqlLiterals",
+    "plan_literals",
+    "recent_literals",
+    "recent_texts",
+    "sql_literals",
+    "tokenize",
+]
 
 _MAX_DEPTH = 200
 _SKIP_METHODS = frozenset({
@@ -130,13 +138,18 @@ def sql_literals(sql: str, dialect: str | None = None) -> SqlLiterals:
     return found
 
 
+def recent_texts() -> list[SqlLiterals]:
+    """What the tokenizer found in the `RECENT` most recently used SQL texts."""
+    with _cache_lock:
+        return list(_cache.values())[-RECENT:]
+
+
 def recent_literals() -> tuple[list[Any], frozenset[str]]:
     """Literal values and identifiers of the `RECENT` most recently tokenized SQL texts.
 
     For an error message whose query is not known: its literals are likely among these.
     """
-    with _cache_lock:
-        recent = list(_cache.values())[-RECENT:]
+    recent = recent_texts()
     values = [v for found in recent for v in found.values]
     names = frozenset(n for found in recent for n in found.identifiers)
     return values, names
