@@ -27,21 +27,27 @@ import re
 import threading
 import traceback
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel._dialect import text_dialect
-from datafusion_otel._literals import plan_literals, recent_texts, sql_literals
+from datafusion_otel._literals import recent_texts, sql_literals
 from datafusion_otel._redact import (
     WITHHELD,
     Redactor,
     count_withheld,
     error_blocks,
     hide_numbers,
+)
+from datafusion_otel._remember import (
+    NO_LITERALS,
+    Literals,
+    remember_frame,
+    remember_literals,
+    remember_params,
+    remembered_literals,
 )
 from datafusion_otel.sanitize import SqlTextPolicy
 
@@ -63,8 +69,6 @@ _FRAME = '  File "'
 """Traceback frame location lines (file, line number, function) are kept as they are."""
 _DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _SQL_ATTRIBUTE = "__datafusion_otel_sql__"
-_LITERALS_ATTRIBUTE = "__datafusion_otel_literals__"
-_WALKED_ATTRIBUTE = "__datafusion_otel_walked__"
 _UNKNOWN_LITERAL = re.compile(
     r"""\$\w*\$.*?\$\w*\$
     |(?<![\w.@])-?(?:0[xX][0-9A-Fa-f]+|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w])""",
@@ -91,82 +95,6 @@ def _remembered(exc: BaseException) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True, eq=False)  # hashed by identity: values may be lists
-class _Literals:
-    """Literal values and names remembered on an exception (plan walk, parameters)."""
-
-    values: tuple[Any, ...] = ()
-    names: frozenset[str] = frozenset()
-
-
-_NO_LITERALS = _Literals()
-
-
-def remember_literals(exc: BaseException, values: Iterable[Any], names: Iterable[str] = ()) -> None:
-    """Remember on ``exc`` literal values of the failing query (plan walk, parameters).
-
-    `exception_text` and `record_exception` redact them with the SQL text's literals.
-    """
-    with contextlib.suppress(Exception):  # no attributes: the SQL literals only
-        known = _remembered_literals(exc)
-        setattr(
-            exc,
-            _LITERALS_ATTRIBUTE,
-            _Literals((*known.values, *values), known.names | frozenset(names)),
-        )
-
-
-def remember_frame(exc: BaseException | None, df: Any) -> None:
-    """Remember on ``exc`` the literals of ``df``'s logical plan; never raises.
-
-    For the error path only (a plan walk per failure): DataFrame-API literals
-    (``lit("...")``) and parameter values bound into the plan are not in any SQL text.
-    """
-    if exc is None or df is None or getattr(exc, _WALKED_ATTRIBUTE, False):
-        return
-    try:
-        plan = df.logical_plan()
-    except Exception:  # not a DataFrame, or a plan that cannot be built
-        return
-    try:
-        found = plan_literals(plan)
-        remember_literals(exc, found.values, found.identifiers)
-        setattr(exc, _WALKED_ATTRIBUTE, True)
-    except Exception:  # noqa: S110 - the error texts fall back to the SQL literals
-        pass
-
-
-def remember_params(exc: BaseException, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Remember on ``exc`` the parameters of a failed ``SessionContext.sql`` call; never raises.
-
-    ``param_values`` (scalars bound after parsing) and the named parameters (texts substituted
-    into the query) are literal values that the SQL text does not hold.
-    """
-    try:
-        params = kwargs.get("param_values", args[2] if len(args) > 2 else None)
-        values: list[Any] = []
-        if isinstance(params, Mapping):
-            values.extend(_param_value(v) for v in params.values())
-        values.extend(v for k, v in kwargs.items() if k not in ("options", "param_values"))
-        if values:
-            remember_literals(exc, [v for v in values if isinstance(v, (str, int, float, bytes))])
-    except Exception:  # noqa: S110 - the error texts fall back to the SQL literals
-        pass
-
-
-def _param_value(value: Any) -> Any:
-    as_py = getattr(value, "as_py", None)  # a pyarrow scalar
-    if callable(as_py):
-        with contextlib.suppress(Exception):
-            return as_py()
-    return value
-
-
-def _remembered_literals(exc: BaseException | None) -> _Literals:
-    value = getattr(exc, _LITERALS_ATTRIBUTE, None)
-    return value if isinstance(value, _Literals) else _NO_LITERALS
-
-
 def _sql_redactor(sql: str) -> Redactor:
     return _dialect_redactor(sql, text_dialect(sql))
 
@@ -177,7 +105,7 @@ def _dialect_redactor(sql: str, dialect: str) -> Redactor:
     return Redactor(found.values, found.identifiers)
 
 
-def _redactor(sql: str, extra: _Literals) -> Redactor:
+def _redactor(sql: str, extra: Literals) -> Redactor:
     """The redactor of an error: the SQL text's literals plus those remembered on it."""
     if not extra.values:
         return _sql_redactor(sql)
@@ -185,7 +113,7 @@ def _redactor(sql: str, extra: _Literals) -> Redactor:
 
 
 @functools.lru_cache(maxsize=16)
-def _extra_redactor(sql: str | None, extra: _Literals) -> Redactor:
+def _extra_redactor(sql: str | None, extra: Literals) -> Redactor:
     found = sql_literals(sql) if sql is not None else None
     values = [*(found.values if found else ()), *extra.values]
     texts = {v for v in extra.values if isinstance(v, str)}  # a plan's string is no name
@@ -194,7 +122,7 @@ def _extra_redactor(sql: str | None, extra: _Literals) -> Redactor:
 
 
 def error_text(
-    text: str, policy: SqlTextPolicy, sql: str | None = None, extra: _Literals | None = None
+    text: str, policy: SqlTextPolicy, sql: str | None = None, extra: Literals | None = None
 ) -> str:
     """Return ``text`` without the query's literals unless ``policy`` is ``raw``.
 
@@ -213,7 +141,7 @@ def error_text(
     if policy == "raw":
         return text
     protect_package_loggers()
-    extra = extra or _NO_LITERALS
+    extra = extra or NO_LITERALS
     if sql is None or not sql_literals(sql).ok:
         return _unknown_query_text(text, numbers=True, extra=extra)
     out = _redactor(sql, extra).clean(text, plan=False)
@@ -223,13 +151,13 @@ def error_text(
     return hide_numbers(out)
 
 
-def _unknown_query_text(text: str, *, numbers: bool, extra: _Literals | None = None) -> str:
+def _unknown_query_text(text: str, *, numbers: bool, extra: Literals | None = None) -> str:
     """Treat a message whose query is unknown.
 
     The literals of the recent SQL texts are redacted, and so are quoted texts that are not
     their names and (with ``numbers``) every number.
     """
-    redactor = _recent_redactor(extra or _NO_LITERALS)
+    redactor = _recent_redactor(extra or NO_LITERALS)
     out = redactor.redact(text, plan=False)
     if numbers:
         out = _UNKNOWN_LITERAL.sub("?", out)
@@ -243,7 +171,7 @@ _RECENT_REDACTORS: OrderedDict[tuple[int, ...], tuple[list[Any], Redactor]] = Or
 _RECENT_LOCK = threading.Lock()
 
 
-def _recent_redactor(extra: _Literals) -> Redactor:
+def _recent_redactor(extra: Literals) -> Redactor:
     """The redactor of the recent SQL texts' literals (and ``extra``), built once per set.
 
     Log records and the lines of a traceback are treated one by one: the set of recent texts
@@ -271,11 +199,11 @@ def _recent_redactor(extra: _Literals) -> Redactor:
 def exception_text(exc: BaseException, policy: SqlTextPolicy, sql: str | None = None) -> str:
     """`error_text` of ``str(exc)``, with the SQL text remembered on ``exc`` when not given."""
     sql = sql if sql is not None else _remembered(exc)
-    return error_text(str(exc), policy, sql, _remembered_literals(exc))
+    return error_text(str(exc), policy, sql, remembered_literals(exc))
 
 
 def _lines_text(
-    text: str, policy: SqlTextPolicy, sql: str | None, extra: _Literals | None = None
+    text: str, policy: SqlTextPolicy, sql: str | None, extra: Literals | None = None
 ) -> str:
     """`error_text` line by line, keeping each line's indentation and line break."""
     if policy != "raw":
@@ -292,7 +220,7 @@ def _lines_text(
 
 
 def _frame_text(
-    entry: str, policy: SqlTextPolicy, sql: str | None, extra: _Literals | None = None
+    entry: str, policy: SqlTextPolicy, sql: str | None, extra: Literals | None = None
 ) -> str:
     """Keep a frame's location line (file, line number, function); treat everything else."""
     if entry.startswith(_FRAME):
@@ -319,7 +247,7 @@ def record_exception(
         return
     sql = sql if sql is not None else _remembered(exc)
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    extra = _remembered_literals(exc)
+    extra = remembered_literals(exc)
     stack = "".join(_frame_text(line, policy, sql, extra) for line in lines)
     if sql is not None and _redactor(sql, extra).leaks(stack, plan=False):  # split over lines
         count_withheld()
@@ -356,14 +284,14 @@ class SanitizingFilter(logging.Filter):
             if sql is None:  # the package's own numbers (counts, times) stay readable
                 record.msg = _unknown_query_text(message, numbers=False)
             else:
-                extra = _remembered_literals(record.exc_info[1] if record.exc_info else None)
+                extra = remembered_literals(record.exc_info[1] if record.exc_info else None)
                 record.msg = error_text(message, policy, sql, extra)
             record.args = None
             if record.exc_info and record.exc_info[1] is not None:
                 kind, exc, tb = record.exc_info
                 lines = traceback.format_exception(kind, exc, tb)
                 sql = _remembered(exc)
-                extra = _remembered_literals(exc)
+                extra = remembered_literals(exc)
                 record.exc_text = "".join(_frame_text(line, policy, sql, extra) for line in lines)
                 record.exc_info = _treated_exc_info(kind, exc, policy, sql)
         except Exception:  # a record that cannot be treated keeps only its logger and level
@@ -381,7 +309,7 @@ def _treated_exc_info(
     """
     try:
         copy = kind.__new__(kind)
-        copy.args = (error_text(str(exc), policy, sql, _remembered_literals(exc)),)
+        copy.args = (error_text(str(exc), policy, sql, remembered_literals(exc)),)
     except Exception:  # a type that cannot be copied: handlers get no exception at all
         return None
     return (kind, copy, None)
