@@ -29,6 +29,7 @@ from opentelemetry.trace import format_trace_id
 from datafusion_otel import _routing, config
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
+from datafusion_otel._dialect import note_sql
 from datafusion_otel._emit import emit_artifacts
 from datafusion_otel._errors import remember_sql
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
@@ -312,6 +313,7 @@ def sql_to_datafusion(
         Exception: DataFusion's own error for SQL that does not plan, unchanged.
     """
     options = options or DataFusionCompileOptions()
+    note_sql(ctx, sql)  # a non-default dialect reads literals differently (sanitizing)
     try:
         df = ctx.sql(sql)
     except Exception as exc:
