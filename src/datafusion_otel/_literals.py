@@ -1,7 +1,8 @@
 r"""Collect the literal values of a query: from its SQL text and from its plans.
 
-* SQL text (`sql_literals`, in `_sql_literals`): sqlglot's postgres tokenizer reads strings (also ``E'...'``,
-  ``$$...$$``, ``N'...'``), numbers, hex and bit strings; the result is cached per text. A text
+* SQL text (`sql_literals`, in `_sql_literals`): sqlglot's postgres tokenizer reads strings
+  (also ``E'...'``, ``$$...$$``, ``N'...'``), numbers, hex and bit strings; the result is
+  cached per text. A text
   planned under another ``datafusion.sql_parser.dialect`` (`_dialect`) is read by that
   dialect's sqlglot tokenizer (MySQL: ``"..."`` is a string, ``\'`` an escape).
 * Plans (`plan_literals`): each logical plan node (``to_variant()``) is asked for its
