@@ -129,3 +129,49 @@ def test_hidden_numbers_keep_short_numbers_and_names():
     )
     assert out == "column c123 of t2 at @100: 42 rows, value ? and ?"
     assert error_text("x", "sanitized", sql) == "x"
+
+
+COMMAND_STATEMENTS = [
+    # sqlglot read the rest after a command word as one string token with wrong positions
+    ("EXPLAIN SELECT id FROM t WHERE name = 'zqcmd1secret' AND id > 8765431",
+     ["zqcmd1secret", "8765431"]),
+    ("EXPLAIN SELECT id FROM t WHERE name = 'zqcmd2secret' -- trailing comment", ["zqcmd2secret"]),
+    ("EXPLAIN VERBOSE SELECT 'zqv1secret', 'zqv2secret'", ["zqv1secret", "zqv2secret"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sql", "secrets"), COMMAND_STATEMENTS)
+def test_command_statements_keep_no_literal_in_query_text(sql, secrets):
+    with instrumented() as traced:
+        ctx = _context()
+        with tracked_run(label="explain"):
+            ctx.sql(sql).collect()
+        texts = span_texts(traced.exporter)
+    assert any("EXPLAIN" in t for t in texts)  # db.query.text is there, sanitized
+    assert leaks(texts, secrets, NAMES) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["EXECUTE zqp('zqcmd5secret')", "PREPARE p2 AS SELECT id FROM t WHERE name = 'zqprep1secret'",
+     "CALL zqp('zqcallsecret')"],
+)  # fmt: skip
+def test_command_statements_are_sanitized_token_by_token(sql):
+    from datafusion_otel.sanitize import normalize_sql, sanitize_sql
+
+    for text in (sanitize_sql(sql), normalize_sql(sql)):
+        assert "secret" not in text and "?" in text, text
+        assert text.split()[0] == sql.split()[0]  # the statement stays readable
+
+
+@pytest.mark.parametrize("value", ["zqap2 it's secret7", "zq'apos7secret"])
+def test_apostrophes_do_not_end_a_quoted_value_in_unknown_query_errors(exporter, caplog, value):
+    import pyarrow as pa
+
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    ctx, sink = _context(), DiagnosticsCollector()
+    message = _fail(lambda: ctx.table("t").select(lit(value).cast(pa.int32())), sink)
+    assert value in message  # DataFusion quoted it: Cannot cast string '...' to value of Int32
+    texts = span_texts(exporter) + row_texts(sink) + log_texts(caplog.records)
+    assert any("Cannot cast string" in t for t in texts)
+    assert leaks(texts, [value, value.split("'")[-1]], NAMES) == []

@@ -60,7 +60,10 @@ _STRUCT = re.compile(r"\b(Interval\w*|MonthDayNano|DayTime) ?\{[^{}]*\}")
 _IN_SET = re.compile(r"(IN \(SET\) \()\[[^\]\n]*\]")
 _LIMIT = re.compile(r"\b(fetch|skip|limit|offset)=\d+", re.IGNORECASE)
 _QUOTED = re.compile(r"'(?:[^'\n]|'')*'")
-_QUOTED_NAME = re.compile(r"""(?P<q>['"])(?P<body>[^'"\n]*)(?P=q)""")
+_QUOTED_NAME = re.compile(
+    r"""'(?P<body>(?:[^'\n]|'(?=\w))*)'(?!\w)|"(?P<dbody>(?:[^"\n]|"(?=\w))*)"(?!\w)"""
+)
+"""A quoted text in an error message; a quote followed by a letter is part of it (``it's``)."""
 _WORD_SPLIT = re.compile(r"[^\w]+")
 _CATALOG_WORDS = frozenset({"datafusion", "public", "information_schema"})
 _COMPARED_NUMBER = re.compile(r"(?<=[=<>] )(?<!-> )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
@@ -139,7 +142,7 @@ def structural(text: str, *, plan: bool, identifiers: frozenset[str] | None = No
 
 
 def _is_name(match: re.Match[str], names: frozenset[str]) -> bool:
-    body = match.group("body")
+    body = match.group("body") if match.group("body") is not None else match.group("dbody")
     return bool(body) and all(part in names for part in body.split("."))
 
 
