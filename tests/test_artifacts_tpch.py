@@ -15,7 +15,7 @@ from datafusion_otel.schema_registry import datafusion_operator_metrics_table
 
 # artifact column -> the error key that explains its absence
 _ARTIFACT_COLUMNS = {
-    "plan_hash": "optimized_plan",
+    "plan_hash": "logical_plan",
     "logical_plan": "logical_plan",
     "optimized_plan": "optimized_plan",
     "physical_plan": "physical_plan",

@@ -20,7 +20,7 @@ from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
 from datafusion_otel._dialect import note_sql
 from datafusion_otel._errors import protect_package_loggers, remember_frame, remember_sql
-from datafusion_otel._redact import WITHHELD, hide_numbers, query_redactor
+from datafusion_otel._redact import WITHHELD, Redactor, hide_numbers, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.sanitize import normalize_sql, sanitize_sql
@@ -146,12 +146,7 @@ def capture_artifacts(
     needs_literals = not raw and (
         any(options.wants(a) for a in plan_texts) or options.explain_analyze
     )  # folded constants appear only in the optimized plan: sanitizing needs its literals
-    if (
-        options.wants("optimized_plan")
-        or options.wants("plan_hash")
-        or options.wants("substrait")
-        or needs_literals
-    ):
+    if options.wants("optimized_plan") or options.wants("substrait") or needs_literals:
         optimized = _attempt(errors, "optimized_plan", df.optimized_logical_plan)
         if optimized is not None:
             optimized_text = _attempt(errors, "optimized_plan", optimized.display_indent)
@@ -207,8 +202,8 @@ def capture_artifacts(
         art.graphviz = text(dot, "graphviz")
     if options.wants("optimized_plan"):
         art.optimized_plan = text(optimized_text, "optimized_plan")
-    if options.wants("plan_hash") and optimized_text is not None:
-        art.plan_hash = hashlib.sha256(optimized_text.encode()).hexdigest()  # issue 15 redefines
+    if options.wants("plan_hash") and logical is not None and logical_text is not None:
+        art.plan_hash = _plan_hash(redactor, sql, ibis_sql, logical, logical_text, errors)
 
     needs_physical = any(
         options.wants(a)
@@ -381,3 +376,26 @@ def _explain_analyze(
         art.explain_analyze_artifact_format = written.format
         art.explain_analyze_schema_fingerprint = written.schema_fingerprint
         art.explain_analyze_source = source
+
+
+def _plan_hash(
+    redactor: Redactor | None,
+    sql: str | None,
+    ibis_sql: str | None,
+    logical: Any,
+    logical_text: str,
+    errors: dict[str, str],
+) -> str | None:
+    """``plan_hash``: sha256 of the literal-free logical plan as DataFusion built it.
+
+    Definition v2 (like pg_stat_statements' queryid): the unoptimized logical plan's indented
+    text with every literal redacted (whatever the ``sql_text`` policy), so the same statement
+    with other constants has the same hash and a hash cannot confirm a guessed literal; no
+    optimizer run is needed. A text that could not be made literal-free gets no hash.
+    """
+    cleaner = redactor or query_redactor((sql, ibis_sql), (logical, None), (logical_text, None))
+    free = cleaner.clean(logical_text)
+    if free is None:
+        errors.setdefault("plan_hash", WITHHELD_ERROR)
+        return None
+    return hashlib.sha256(free.encode()).hexdigest()
