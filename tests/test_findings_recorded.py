@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 import datafusion_otel
-from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor
-from datafusion_otel import _run_findings
+from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor, _run_findings
 from datafusion_otel import attributes as attr
 from datafusion_otel._run_findings import FindingsRecorder
 from datafusion_otel.cli import main
@@ -109,9 +108,7 @@ class TestProcessorOption:
         events = on.events_snapshot()
         recorded = _findings_of(on)
         assert recorded
-        computed = find(
-            events[attr.OPERATOR_METRICS_TABLE], events[attr.PLAN_ARTIFACTS_TABLE]
-        )
+        computed = find(events[attr.OPERATOR_METRICS_TABLE], events[attr.PLAN_ARTIFACTS_TABLE])
         assert _key(recorded) == _key(computed)
         assert off.events_snapshot()[attr.OPERATOR_METRICS_TABLE]
         assert _findings_of(off) == []
