@@ -71,6 +71,8 @@ class OperatorProfile:
         spilled_bytes: Spilled bytes; None when not recorded.
         partition_time_ns: Partition -> own time (partitions that recorded one).
         partition_rows: Partition -> output rows (partitions that recorded them).
+        partition_spans: Partition (None: a row without one) -> (start, end) Unix ns, from
+            DataFusion's ``start_timestamp`` / ``end_timestamp`` (rows that recorded both).
         metrics: Every other metric, summed over partitions (None when not recorded).
         children: Paths of the child operators present in the rows.
     """
@@ -85,6 +87,7 @@ class OperatorProfile:
     spilled_bytes: int | None = None
     partition_time_ns: dict[int, int] = field(default_factory=dict)
     partition_rows: dict[int, int] = field(default_factory=dict)
+    partition_spans: dict[int | None, tuple[int, int]] = field(default_factory=dict)
     metrics: dict[str, int | None] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
 
@@ -163,6 +166,13 @@ def _add(acc: OperatorProfile, row: Mapping[str, Any]) -> None:
             acc.metrics[name] = _sum([acc.metrics.get(name), value])
     for name, value in other.items():
         acc.metrics[name] = _sum([acc.metrics.get(name), value])
+    start, end = row.get("start_time_unix_ns"), row.get("end_time_unix_ns")
+    if isinstance(start, int) and isinstance(end, int):
+        key = partition if isinstance(partition, int) else None
+        known = acc.partition_spans.get(key)
+        if known is not None:
+            start, end = min(start, known[0]), max(end, known[1])
+        acc.partition_spans[key] = (start, end)
     if isinstance(partition, int):
         if own is not None:
             acc.partition_time_ns[partition] = acc.partition_time_ns.get(partition, 0) + own
