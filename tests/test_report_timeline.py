@@ -49,17 +49,19 @@ def _parse(text: str) -> _Bars:
 def _timed(store: Path, run_id: str) -> dict[str, tuple[int, int]]:
     """Section/operator:partition -> (start, end) of every row with both timestamps."""
     rows = RunStore(store).run(run_id).operator_metrics
-    spans = []
-    for row in rows:
-        if row["span_id"] not in spans:
-            spans.append(row["span_id"])  # query sections are numbered in first-seen order
+    queries: list[tuple[object, ...]] = []
+    for row in rows:  # query sections are numbered in first-seen order of their executions
+        query = (row["span_id"], row["plan_hash"], row["event_time_unix_ms"])
+        if query not in queries:
+            queries.append(query)
     timed: dict[str, tuple[int, int]] = {}
     for row in rows:
         start, end = row["start_time_unix_ns"], row["end_time_unix_ns"]
         if start is None or end is None:
             continue
         part = "-" if row["partition"] is None else row["partition"]
-        key = f"q{spans.index(row['span_id']) + 1}/{row['operator_path']}:{part}"
+        query = (row["span_id"], row["plan_hash"], row["event_time_unix_ms"])
+        key = f"q{queries.index(query) + 1}/{row['operator_path']}:{part}"
         assert key not in timed  # one row per operator and partition
         timed[key] = (start, end)
     return timed

@@ -33,6 +33,7 @@ MAX_PENDING_RUNS = 256
 """Runs held at once; beyond, the oldest is dropped (no recorded findings for it)."""
 
 _METRIC_FIELDS = (
+    "event_time_unix_ms",
     "run_id",
     "span_id",
     "plan_hash",
@@ -49,7 +50,7 @@ _METRIC_FIELDS = (
     "pruning_pages_matched",
 )
 _OTHER_METRICS = ("time_elapsed_processing", "output_bytes", "spilled_rows")
-_ARTIFACT_FIELDS = ("run_id", "span_id", "plan_hash", "physical_plan")
+_ARTIFACT_FIELDS = ("event_time_unix_ms", "run_id", "span_id", "plan_hash", "physical_plan")
 
 
 def _compact_metrics(row: Mapping[str, object]) -> dict[str, Any]:
