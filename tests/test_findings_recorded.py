@@ -168,3 +168,28 @@ def test_recorder_keeps_a_bounded_number_of_runs(data: Path) -> None:
     second_rows = tables(second)
     assert _key(recorder.finish(second) or []) == _key(find(second_rows[0][1], second_rows[1][1]))
     assert not recorder
+
+
+def test_rows_of_a_trace_whose_root_is_not_a_run_are_released(data: Path) -> None:
+    """Instrumented executions under the application's own root span: no run root ever ends
+    for their rows, which the processor drops when that application root ends."""
+    from instrumentation_support import instrumented
+
+    from datafusion_otel import config
+    from findings_support import context, register_data
+
+    with instrumented(capture_plan_artifacts=True) as traced:
+        sink = DiagnosticsCollector()
+        processor = config.processor_for(traced.provider)
+        processor.replace_sink(sink)
+        ctx = context()
+        register_data(ctx, data)
+        tracer = traced.provider.get_tracer("app")
+        with tracer.start_as_current_span("app-root"):
+            ctx.sql("SELECT k, v FROM ordered WHERE v = 17").to_arrow_table()
+            traced.spans()  # the execution span has ended
+            assert processor._findings  # held while the application's root is open
+        datafusion_otel.force_flush(timeout=10)
+        assert sink.events_snapshot()[attr.OPERATOR_METRICS_TABLE]
+        assert not processor._findings  # released when it ended
+        assert _findings_of(sink) == []  # no run: no recorded findings
