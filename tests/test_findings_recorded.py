@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 import datafusion_otel
-from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor, _run_findings
+from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor, _run_findings, config
 from datafusion_otel import attributes as attr
 from datafusion_otel._run_findings import FindingsRecorder
 from datafusion_otel.cli import main
 from datafusion_otel.findings import find, run_findings
 from datafusion_otel.store import RunStore
-from findings_support import capture
+from findings_support import capture, context, register_data
+from instrumentation_support import instrumented
 
 
 def _key(rows: list[dict[str, Any]]) -> list[tuple[object, ...]]:
@@ -173,11 +174,6 @@ def test_recorder_keeps_a_bounded_number_of_runs(data: Path) -> None:
 def test_rows_of_a_trace_whose_root_is_not_a_run_are_released(data: Path) -> None:
     """Instrumented executions under the application's own root span: no run root ever ends
     for their rows, which the processor drops when that application root ends."""
-    from instrumentation_support import instrumented
-
-    from datafusion_otel import config
-    from findings_support import context, register_data
-
     with instrumented(capture_plan_artifacts=True) as traced:
         sink = DiagnosticsCollector()
         processor = config.processor_for(traced.provider)
