@@ -23,7 +23,9 @@ from datafusion_otel.store import RunStore
 from listeners import ReceiverProcess, closed_port
 
 
-def _run_demo(store: Path, tpch_dir: Path, queries: str, endpoint: str) -> subprocess.CompletedProcess[str]:
+def _run_demo(
+    store: Path, tpch_dir: Path, queries: str, endpoint: str
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,

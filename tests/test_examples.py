@@ -16,7 +16,7 @@ import pytest
 from datafusion import SessionContext
 
 import datafusion_otel
-from datafusion_otel import cli
+from datafusion_otel import DataFusionInstrumentor, cli
 
 # Verbatim from the design document (scope2-run-tracking.md), original import paths.
 DESIGN_START_RUN = """
@@ -123,6 +123,37 @@ class TestReadmeAndDemo:
         out = capsys.readouterr().out
         assert re.search(r"\[ ?1/2\] tpch-q01  [0-9a-f]{32}\s+completed", out)
         assert "2/2 queries completed" in out
+        assert "note: DataFusionInstrumentor was already on" not in out
+        # a second demo on the same store: its closing table covers its own runs only
+        argv = ["demo", "--store", str(store), "--data-dir", str(tpch_dir), "--queries", "6,3"]
+        assert cli.main(argv) == 0
+        stats = _stats_lines(capsys.readouterr().out)
+        assert sorted(stats) == ["tpch-q03", "tpch-q06"]
+        assert [line.split()[1] for line in stats.values()] == ["1", "1"]  # count, not 2
+
+    @pytest.mark.filterwarnings("ignore:datafusion-otel. DataFusionInstrumentor found no")
+    def test_demo_says_when_the_programs_instrumentor_captures_no_plans(
+        self, capsys, tmp_path, tpch_dir
+    ):
+        instrumentor = DataFusionInstrumentor()
+        instrumentor.instrument(capture_plan_artifacts=False)  # as opentelemetry-instrument does
+        try:
+            argv = ["demo", "--store", str(tmp_path), "--data-dir", str(tpch_dir), "--queries", "6"]
+            assert cli.main(argv) == 0
+            assert instrumentor.is_instrumented_by_opentelemetry  # left as the program set it
+            assert instrumentor.options is not None
+            assert instrumentor.options.capture_plan_artifacts is False
+        finally:
+            instrumentor.uninstrument()
+        out = capsys.readouterr().out
+        assert "note: DataFusionInstrumentor was already on without plan capture" in out
+        assert "no operator spans" in out
+
+
+def _stats_lines(out: str) -> dict[str, str]:
+    """The rows of the demo's closing statistics table, keyed by label."""
+    table = out.split("label     count", 1)[1].split("queries completed", 1)[0]
+    return {line.split()[0]: line for line in table.splitlines() if line.startswith("tpch-")}
 
 
 @pytest.mark.parametrize(

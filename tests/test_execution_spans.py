@@ -28,6 +28,7 @@ from opentelemetry.trace import StatusCode
 import datafusion_otel
 from datafusion_otel import attributes as attr
 from datafusion_otel import tracked_run
+from datafusion_otel.bridge import sql_to_datafusion
 from instrumentation_support import Traced, instrumented, make_context
 from test_instrumentation_paths import PATHS
 
@@ -331,3 +332,58 @@ def test_a_raising_span_processor_never_reaches_the_query(hook: str) -> None:
             df = ctx.sql("SELECT a FROM t ORDER BY a")  # a planning span would start here
             assert df.to_pydict() == {"a": [1, 2, 3]}
             assert [b.to_pyarrow().num_rows for b in df.execute_stream()] == [3]
+
+
+_CONTEXT_CALLS: dict[str, Any] = {
+    "collect": lambda df: df.collect(),
+    "to_arrow_table": lambda df: df.to_arrow_table(),
+    "to_pandas": lambda df: df.to_pandas(),
+}
+
+
+@pytest.mark.parametrize("method", list(_CONTEXT_CALLS))
+def test_udf_sees_the_execution_span_with_capture_on(method: str) -> None:
+    """Capture mode takes the general path (`_wrappers._traced_dataframe_call`)."""
+    seen: list[tuple[int, trace.Span]] = []
+    with instrumented(capture_plan_artifacts=True) as t:
+        ctx = _single_partition_context()
+        ctx.register_udf(_probe(seen))
+        with tracked_run(label="udf"):
+            _CONTEXT_CALLS[method](ctx.sql("SELECT probe(a) AS a FROM t"))
+        (execution,) = finished_executions(t)
+    assert seen
+    assert {thread for thread, _ in seen} == {threading.get_ident()}
+    assert all(s.get_span_context().span_id == execution.context.span_id for _, s in seen)
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["span-only", "capture"])
+def test_udf_of_a_compiled_frame_sees_the_execution_span(capture: bool) -> None:
+    """A frame compiled by the bridge takes the general path whatever the capture mode."""
+    seen: list[tuple[int, trace.Span]] = []
+    with instrumented(capture_plan_artifacts=capture) as t:
+        ctx = _single_partition_context()
+        ctx.register_udf(_probe(seen))
+        with tracked_run(label="udf"):
+            sql_to_datafusion("SELECT probe(a) AS a FROM t", ctx=ctx).collect()
+        (execution,) = finished_executions(t)
+    assert seen
+    assert {thread for thread, _ in seen} == {threading.get_ident()}
+    assert all(s.get_span_context().span_id == execution.context.span_id for _, s in seen)
+
+
+@pytest.mark.parametrize("method", ["tail", "cache", "describe"])
+def test_udf_of_a_dataframe_returning_call_sees_the_execution_span(method: str) -> None:
+    """``tail``, ``cache`` and ``describe`` execute in span-only mode on the general path."""
+    seen: list[tuple[int, trace.Span]] = []
+    with instrumented() as t:
+        ctx = _single_partition_context()
+        ctx.register_udf(_probe(seen))
+        df = ctx.sql("SELECT a FROM t WHERE probe(a) > 0")  # tail counts: the filter runs
+        with tracked_run(label="udf"):
+            getattr(df, method)(2) if method == "tail" else getattr(df, method)()
+        (execution,) = finished_executions(t)
+    assert execution.attributes is not None
+    assert execution.attributes[attr.DATAFUSION_METHOD] == f"DataFrame.{method}"
+    assert seen
+    assert {thread for thread, _ in seen} == {threading.get_ident()}
+    assert all(s.get_span_context().span_id == execution.context.span_id for _, s in seen)

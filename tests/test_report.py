@@ -148,7 +148,10 @@ def test_older_store_shows_not_recorded(tmp_path: Path) -> None:
     text = render(run_id, store=store)
     visible = "".join(_parse(text).text)
     assert f"spills {NOT_RECORDED}" in visible
-    assert "Findings (0)" in visible and "badge" not in text.split("<body>", 1)[1]
+    # the metrics pruning and spill findings need are gone: no such finding, never a guess (a
+    # timing-based finding such as slow_operator may still appear on a loaded machine)
+    findings = text.split("Findings (", 1)[1].split('class="query"', 1)[0]
+    assert "poor_pruning" not in findings and ">spill<" not in findings, findings
 
 
 def test_report_command_writes_one_file(

@@ -273,3 +273,45 @@ def test_db_query_text_in_span_only_instrumentation():
     assert query == "SELECT ? AS x, ? AS y, ? AS z FROM t"
     oracle = ["dollarsecret", "C0FFEE1234", "escsecret", "192,255,238,18,52"]
     assert leaks(texts, oracle, ["t"]) == []
+
+
+def test_a_2000_value_in_list_is_redacted(ctx, exporter, tmp_path, caplog):
+    # 1,000 strings + 1,000 integers: redaction and the leak check are one pass per text
+    # (benchmarks/bench_sanitize.py measures the cost; no timing is asserted here)
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    strings = [f"zqv{i:05d}x" for i in range(1000)]
+    numbers = [str(10**9 + 7 * i) for i in range(1000)]
+    sql = (
+        "SELECT id FROM users WHERE email IN ("
+        + ",".join(f"'{s}'" for s in strings)
+        + ") OR id IN ("
+        + ",".join(numbers)
+        + ")"
+    )
+    sink = _run(ctx, sql, tmp_path)
+    row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
+    assert "TableScan: users" in row["logical_plan"] and "FilterExec" in row["physical_plan"]
+    texts = _everything(exporter, sink, tmp_path, caplog)
+    assert leaks(texts, strings + numbers, NAMES) == []
+
+
+def test_longest_rendering_wins_and_names_stay():
+    redactor = Redactor(["abc", "abc def", 12345], identifiers=["abcd"])
+    assert redactor.text("x = abc def AND abcd = 12345 OR y = abc") == "x = ? AND abcd = ? OR y = ?"
+    assert (
+        redactor.text("f(12345.0) g(-12345) h(x12345) i(abc_1)") == "f(?) g(?) h(x12345) i(abc_1)"
+    )
+    assert not redactor.leaks("abcdef xabc abc_def 123456")
+    assert redactor.leaks("[abc]")
+
+
+def test_leading_dot_numbers_are_one_literal(ctx, exporter, tmp_path, caplog):
+    # sqlglot reads ".8675309123e3" as "." and "8675309123e3"; DataFusion reads 867.5309123
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    sql = "SELECT .8675309123e3 + id AS x, id * .31415926 AS y FROM users /* note */"
+    sink = _run(ctx, sql, tmp_path)
+    row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
+    assert row["sql"] == "SELECT ? + id AS x, id * ? AS y FROM users"
+    texts = _everything(exporter, sink, tmp_path, caplog)
+    assert leaks(texts, ["867.5309123", "0.31415926", ".31415926", "31415926"], NAMES) == []
+    assert sanitize_sql("SELECT t.a, .5e3, x.y FROM t") == "SELECT t.a, ?, x.y FROM t"

@@ -72,9 +72,9 @@ class Literals:
 def string_oracle(value: str) -> list[str]:
     """DataFusion 55 prints a string bare (physical plans), raw inside ``Utf8("...")``
     (logical plans, no escaping), with ``"`` as ``_`` inside ``Utf8(_..._)`` (graphviz), and
-    line by line when it holds a newline."""
+    line by line when it holds a newline; SQL texts double its quotes (``''``)."""
     dot = value.replace('"', "_")
-    out = [value, dot, f"_{dot}_", *value.splitlines()]
+    out = [value, dot, f"_{dot}_", *value.splitlines(), value.replace("'", "''")]
     for line in dot.splitlines():
         out += [f"_{line}", f"{line}_"]
     return out
@@ -116,7 +116,16 @@ def workload(draw: st.DrawFn) -> tuple[list[Query], Literals, Callable[[SessionC
 
     def i(low: int = 10**6, high: int = 10**15) -> int:
         value = draw(st.integers(low, high)) * draw(st.sampled_from([1, -1]))
-        lits.add([str(value), str(abs(value))])
+        lits.add(
+            [
+                str(value),
+                str(abs(value)),
+                f"{value}.0",
+                f"{abs(value)}.0",
+                format(abs(value), "x"),
+                format(abs(value), "X"),
+            ]
+        )  # float and hex forms
         return value
 
     def f() -> str:

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
-from datafusion_otel._errors import protect_package_loggers, remember_sql
-from datafusion_otel._redact import WITHHELD, query_redactor
+from datafusion_otel._dialect import note_sql
+from datafusion_otel._errors import protect_package_loggers, remember_frame, remember_sql
+from datafusion_otel._redact import WITHHELD, hide_numbers, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.sanitize import normalize_sql, sanitize_sql
@@ -131,8 +132,10 @@ def capture_artifacts(
     errors = _Errors()
     policy = options.sql_text
     raw = policy == "raw"
+    note_sql(ctx, sql)  # a non-default dialect reads literals differently
     if execution_error is not None:
         remember_sql(execution_error, sql)  # run metadata / span events redact with its literals
+        remember_frame(execution_error, df)  # and with those of its plan (DataFrame API)
         errors.exception("execution", execution_error)
 
     logical = _attempt(errors, "logical_plan", df.logical_plan)
@@ -306,7 +309,7 @@ def capture_artifacts(
 
     if redactor is not None:  # exception texts may quote the query's literals
         for name in errors.raised:
-            errors[name] = redactor.text(errors[name], plan=False)
+            errors[name] = hide_numbers(redactor.text(errors[name], plan=False))
         if art.unparse_error is not None:
             art.unparse_error = errors.get("unparsed_sql", art.unparse_error)
     art.artifact_errors = dict(errors)

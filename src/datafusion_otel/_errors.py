@@ -5,8 +5,13 @@ Error messages quote what they failed on, and DataFusion's quote the query's lit
 their text goes through the same machinery as plan texts (`_redact`): when the SQL text of the
 failing query is known (passed as ``sql``, or remembered on the exception with `remember_sql`)
 every rendering of its literals is redacted and names stay readable (``table 'orders' not
-found``); when it is not known, the literals of the most recently seen SQL texts are redacted,
-and every quoted text that is not one of their names and every number becomes ``?``.
+found``) and every number of 3 characters or more becomes ``?`` (DataFusion also quotes
+constants it computed: ``Can't cast value 8675309123000``); when it is not known, the literals
+of the most recently seen SQL texts are redacted, and every quoted text that is not one of
+their names and every number becomes ``?``. Literals that no SQL text holds are remembered on
+the exception on the error path: those of the failing DataFrame's logical plan
+(`remember_frame`: ``lit("...")`` of the DataFrame API, bound parameters) and the parameters
+of a failed ``SessionContext.sql`` call (`remember_params`).
 A message that still holds a rendering is withheld. The policy for runs comes from
 ``DATAFUSION_OTEL_SQL_TEXT`` (``sanitized`` by default, ``raw`` to keep texts as they are); the
 auto-instrumentation uses its own ``sql_text`` option.
@@ -15,17 +20,35 @@ auto-instrumentation uses its own ``sql_text`` option.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
+import threading
 import traceback
+from collections import OrderedDict
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel._literals import recent_literals, sql_literals
-from datafusion_otel._redact import WITHHELD, Redactor, count_withheld
+from datafusion_otel._dialect import text_dialect
+from datafusion_otel._literals import recent_texts, sql_literals
+from datafusion_otel._redact import (
+    WITHHELD,
+    Redactor,
+    count_withheld,
+    error_blocks,
+    hide_numbers,
+)
+from datafusion_otel._remember import (
+    NO_LITERALS,
+    Literals,
+    remember_frame,
+    remember_literals,
+    remember_params,
+    remembered_literals,
+)
 from datafusion_otel.sanitize import SqlTextPolicy
 
 __all__ = [
@@ -34,6 +57,9 @@ __all__ = [
     "exception_text",
     "protect_package_loggers",
     "record_exception",
+    "remember_frame",
+    "remember_literals",
+    "remember_params",
     "remember_sql",
     "run_policy",
 ]
@@ -69,19 +95,45 @@ def _remembered(exc: BaseException) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _redactor(sql: str) -> Redactor:
-    found = sql_literals(sql)
+def _sql_redactor(sql: str) -> Redactor:
+    return _dialect_redactor(sql, text_dialect(sql))
+
+
+@functools.lru_cache(maxsize=64)
+def _dialect_redactor(sql: str, dialect: str) -> Redactor:
+    found = sql_literals(sql, dialect)
     return Redactor(found.values, found.identifiers)
 
 
-def error_text(text: str, policy: SqlTextPolicy, sql: str | None = None) -> str:
+def _redactor(sql: str, extra: Literals) -> Redactor:
+    """The redactor of an error: the SQL text's literals plus those remembered on it."""
+    if not extra.values:
+        return _sql_redactor(sql)
+    return _extra_redactor(sql, extra)
+
+
+@functools.lru_cache(maxsize=16)
+def _extra_redactor(sql: str | None, extra: Literals) -> Redactor:
+    found = sql_literals(sql) if sql is not None else None
+    values = [*(found.values if found else ()), *extra.values]
+    texts = {v for v in extra.values if isinstance(v, str)}  # a plan's string is no name
+    names = ((found.identifiers if found else frozenset()) - texts) | extra.names
+    return Redactor(values, names)
+
+
+def error_text(
+    text: str, policy: SqlTextPolicy, sql: str | None = None, extra: Literals | None = None
+) -> str:
     """Return ``text`` without the query's literals unless ``policy`` is ``raw``.
 
     Args:
         text: An error message.
         policy: The text policy.
         sql: The SQL text of the failing query, when known: its literals are redacted and
-            everything else stays; unknown, every quoted string and number becomes ``?``.
+            everything else stays but numbers of 3 characters or more (DataFusion quotes
+            constants it computed, ``Can't cast value 8675309123000``); unknown, every quoted
+            string and number becomes ``?``.
+        extra: Literals remembered on the exception (`remember_frame`, `remember_params`).
 
     Returns:
         The sanitized message, or ``_redact.WITHHELD`` when it could not be sanitized.
@@ -89,23 +141,23 @@ def error_text(text: str, policy: SqlTextPolicy, sql: str | None = None) -> str:
     if policy == "raw":
         return text
     protect_package_loggers()
+    extra = extra or NO_LITERALS
     if sql is None or not sql_literals(sql).ok:
-        return _unknown_query_text(text, numbers=True)
-    out = _redactor(sql).clean(text, plan=False)
+        return _unknown_query_text(text, numbers=True, extra=extra)
+    out = _redactor(sql, extra).clean(text, plan=False)
     if out is None:
         count_withheld()
         return WITHHELD
-    return out
+    return hide_numbers(out)
 
 
-def _unknown_query_text(text: str, *, numbers: bool) -> str:
+def _unknown_query_text(text: str, *, numbers: bool, extra: Literals | None = None) -> str:
     """Treat a message whose query is unknown.
 
     The literals of the recent SQL texts are redacted, and so are quoted texts that are not
     their names and (with ``numbers``) every number.
     """
-    values, names = recent_literals()  # the failing query is likely among the recent ones
-    redactor = Redactor(values, names)
+    redactor = _recent_redactor(extra or NO_LITERALS)
     out = redactor.redact(text, plan=False)
     if numbers:
         out = _UNKNOWN_LITERAL.sub("?", out)
@@ -115,13 +167,47 @@ def _unknown_query_text(text: str, *, numbers: bool) -> str:
     return out
 
 
+_RECENT_REDACTORS: OrderedDict[tuple[int, ...], tuple[list[Any], Redactor]] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
+
+
+def _recent_redactor(extra: Literals) -> Redactor:
+    """The redactor of the recent SQL texts' literals (and ``extra``), built once per set.
+
+    Log records and the lines of a traceback are treated one by one: the set of recent texts
+    rarely changes between them. The key holds the objects' ids; the entry keeps the objects
+    alive, so that an id cannot be reused while it is a key.
+    """
+    recent = recent_texts()  # the failing query is likely among the recent ones
+    holders: list[Any] = [*recent, extra]
+    key = tuple(id(h) for h in holders)
+    with _RECENT_LOCK:
+        found = _RECENT_REDACTORS.get(key)
+        if found is not None:
+            _RECENT_REDACTORS.move_to_end(key)
+            return found[1]
+    values = [v for item in recent for v in item.values] + list(extra.values)
+    names = frozenset(n for item in recent for n in item.identifiers) | extra.names
+    redactor = Redactor(values, names)
+    with _RECENT_LOCK:
+        _RECENT_REDACTORS[key] = (holders, redactor)
+        while len(_RECENT_REDACTORS) > 4:
+            _RECENT_REDACTORS.popitem(last=False)
+    return redactor
+
+
 def exception_text(exc: BaseException, policy: SqlTextPolicy, sql: str | None = None) -> str:
     """`error_text` of ``str(exc)``, with the SQL text remembered on ``exc`` when not given."""
-    return error_text(str(exc), policy, sql if sql is not None else _remembered(exc))
+    sql = sql if sql is not None else _remembered(exc)
+    return error_text(str(exc), policy, sql, remembered_literals(exc))
 
 
-def _lines_text(text: str, policy: SqlTextPolicy, sql: str | None) -> str:
+def _lines_text(
+    text: str, policy: SqlTextPolicy, sql: str | None, extra: Literals | None = None
+) -> str:
     """`error_text` line by line, keeping each line's indentation and line break."""
+    if policy != "raw":
+        text = error_blocks(text)  # formats that span lines
     out = []
     for line in text.splitlines(keepends=True):
         body = line.strip()
@@ -129,18 +215,20 @@ def _lines_text(text: str, policy: SqlTextPolicy, sql: str | None) -> str:
             out.append(line)
             continue
         start = line.index(body[0])
-        out.append(line[:start] + error_text(body, policy, sql) + line[start + len(body) :])
+        out.append(line[:start] + error_text(body, policy, sql, extra) + line[start + len(body) :])
     return "".join(out)
 
 
-def _frame_text(entry: str, policy: SqlTextPolicy, sql: str | None) -> str:
+def _frame_text(
+    entry: str, policy: SqlTextPolicy, sql: str | None, extra: Literals | None = None
+) -> str:
     """Keep a frame's location line (file, line number, function); treat everything else."""
     if entry.startswith(_FRAME):
         location, newline, rest = entry.partition("\n")
         if policy != "raw":  # source lines are Python: "..." is a string there, not a name
             rest = _DOUBLE_QUOTED.sub("?", rest)
-        return location + newline + _lines_text(rest, policy, sql)
-    return _lines_text(entry, policy, sql)
+        return location + newline + _lines_text(rest, policy, sql, extra)
+    return _lines_text(entry, policy, sql, extra)
 
 
 def record_exception(
@@ -159,13 +247,14 @@ def record_exception(
         return
     sql = sql if sql is not None else _remembered(exc)
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    stack = "".join(_frame_text(line, policy, sql) for line in lines)
-    if sql is not None and _redactor(sql).leaks(stack, plan=False):  # a rendering split over lines
+    extra = remembered_literals(exc)
+    stack = "".join(_frame_text(line, policy, sql, extra) for line in lines)
+    if sql is not None and _redactor(sql, extra).leaks(stack, plan=False):  # split over lines
         count_withheld()
         stack = WITHHELD
     attributes: dict[str, AttributeValue] = {
         "exception.type": type(exc).__qualname__,
-        "exception.message": error_text(str(exc), policy, sql),
+        "exception.message": error_text(str(exc), policy, sql, extra),
         "exception.stacktrace": stack,
         "exception.escaped": "True",
     }
@@ -195,13 +284,15 @@ class SanitizingFilter(logging.Filter):
             if sql is None:  # the package's own numbers (counts, times) stay readable
                 record.msg = _unknown_query_text(message, numbers=False)
             else:
-                record.msg = error_text(message, policy, sql)
+                extra = remembered_literals(record.exc_info[1] if record.exc_info else None)
+                record.msg = error_text(message, policy, sql, extra)
             record.args = None
             if record.exc_info and record.exc_info[1] is not None:
                 kind, exc, tb = record.exc_info
                 lines = traceback.format_exception(kind, exc, tb)
                 sql = _remembered(exc)
-                record.exc_text = "".join(_frame_text(line, policy, sql) for line in lines)
+                extra = remembered_literals(exc)
+                record.exc_text = "".join(_frame_text(line, policy, sql, extra) for line in lines)
                 record.exc_info = _treated_exc_info(kind, exc, policy, sql)
         except Exception:  # a record that cannot be treated keeps only its logger and level
             record.msg, record.args, record.exc_info, record.exc_text = WITHHELD, None, None, None
@@ -218,7 +309,7 @@ def _treated_exc_info(
     """
     try:
         copy = kind.__new__(kind)
-        copy.args = (error_text(str(exc), policy, sql),)
+        copy.args = (error_text(str(exc), policy, sql, remembered_literals(exc)),)
     except Exception:  # a type that cannot be copied: handlers get no exception at all
         return None
     return (kind, copy, None)

@@ -1,7 +1,10 @@
-"""Collect the literal values of a query: from its SQL text and from its plans.
+r"""Collect the literal values of a query: from its SQL text and from its plans.
 
-* SQL text (`sql_literals`): sqlglot's postgres tokenizer reads strings (also ``E'...'``,
-  ``$$...$$``, ``N'...'``), numbers, hex and bit strings; the result is cached per text.
+* SQL text (`sql_literals`, in `_sql_literals`): sqlglot's postgres tokenizer reads strings
+  (also ``E'...'``, ``$$...$$``, ``N'...'``), numbers, hex and bit strings; the result is
+  cached per text. A text
+  planned under another ``datafusion.sql_parser.dialect`` (`_dialect`) is read by that
+  dialect's sqlglot tokenizer (MySQL: ``"..."`` is a string, ``\'`` an escape).
 * Plans (`plan_literals`): each logical plan node (``to_variant()``) is asked for its
   expressions, and each expression is walked (``rex_call_operands()``, ``to_variant()``) down to
   its literals (``python_value()``); an expression kind the bindings cannot convert (window
@@ -15,15 +18,30 @@ from __future__ import annotations
 
 import contextlib
 import decimal
-import functools
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PlanLiterals", "SqlLiterals", "plan_literals", "sql_literals"]
+from datafusion_otel._sql_literals import (
+    RECENT,
+    SqlLiterals,
+    recent_literals,
+    recent_texts,
+    sql_literals,
+    tokenize,
+)
+
+__all__ = [
+    "RECENT",
+    "PlanLiterals",
+    "SqlLiterals",
+    "plan_literals",
+    "recent_literals",
+    "recent_texts",
+    "sql_literals",
+    "tokenize",
+]
 
 _MAX_DEPTH = 200
 _SKIP_METHODS = frozenset({
@@ -34,144 +52,9 @@ _SKIP_METHODS = frozenset({
     "qualified_name", "get_type", "null_treatment", "produce_one_row",
 })  # fmt: skip
 """Methods of plan / expression variants that return no expressions (or are costly)."""
+_NAME = re.compile(r"\w+")
 _SUBQUERY_KINDS = frozenset({"InSubquery", "Exists", "ScalarSubquery"})
 _TEXT_KINDS = frozenset({"WindowFunction", "AggregateFunction"})
-
-
-@dataclass
-class SqlLiterals:
-    """Literals and identifiers of one SQL text.
-
-    Attributes:
-        values: Literal values (str, int, float, Decimal, bytes).
-        identifiers: Names used in the text (tables, columns, functions, aliases).
-        spans: ``(start, end)`` character ranges of the literal tokens (end exclusive).
-        comments: Whether the text holds comments.
-        ok: False when the text could not be tokenized.
-    """
-
-    values: list[Any] = field(default_factory=list)
-    identifiers: frozenset[str] = frozenset()
-    spans: list[tuple[int, int]] = field(default_factory=list)
-    comments: bool = False
-    ok: bool = True
-
-
-@functools.lru_cache(maxsize=1)
-def _tokenizer_types() -> tuple[Any, frozenset[Any], frozenset[Any]]:
-    from sqlglot.dialects.postgres import Postgres
-    from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
-
-    strings = frozenset({
-        TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.HEREDOC_STRING,
-        TokenType.BYTE_STRING, TokenType.RAW_STRING, TokenType.UNICODE_STRING,
-    })  # fmt: skip
-    names = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
-    return Postgres, strings, names
-
-
-_CACHE_SIZE = 1024
-RECENT = 64
-"""How many recent SQL texts `recent_literals` draws from."""
-_cache: OrderedDict[str, SqlLiterals] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def sql_literals(sql: str) -> SqlLiterals:
-    """Return the literals of ``sql`` (cached per text, least recently used dropped first).
-
-    Args:
-        sql: SQL text.
-
-    Returns:
-        What the tokenizer found; ``ok`` is False when it failed.
-    """
-    with _cache_lock:
-        found = _cache.get(sql)
-        if found is not None:
-            _cache.move_to_end(sql)
-            return found
-    found = _tokenize(sql)
-    with _cache_lock:
-        _cache[sql] = found
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return found
-
-
-def recent_literals() -> tuple[list[Any], frozenset[str]]:
-    """Literal values and identifiers of the `RECENT` most recently tokenized SQL texts.
-
-    For an error message whose query is not known: its literals are likely among these.
-    """
-    with _cache_lock:
-        recent = list(_cache.values())[-RECENT:]
-    values = [v for found in recent for v in found.values]
-    names = frozenset(n for found in recent for n in found.identifiers)
-    return values, names
-
-
-def _tokenize(sql: str) -> SqlLiterals:
-    from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
-
-    dialect, strings, names = _tokenizer_types()
-    try:
-        tokens = dialect().tokenizer_class().tokenize(sql)
-    except Exception:
-        return SqlLiterals(ok=False)
-    found = SqlLiterals()
-    idents: set[str] = set()
-    for token in tokens:
-        if token.comments:
-            found.comments = True
-        kind = token.token_type
-        if kind in strings:
-            found.values.append(token.text)
-        elif kind == TokenType.NUMBER:
-            found.values.extend(_number_values(token.text))
-        elif kind == TokenType.HEX_STRING:
-            found.values.extend(_hex_values(token.text))
-        elif kind == TokenType.BIT_STRING:
-            found.values.extend(_bit_values(token.text))
-        elif kind in names:
-            idents.add(token.text)
-            continue
-        else:
-            continue
-        found.spans.append((token.start, token.end + 1))
-    found.identifiers = frozenset(idents)
-    return found
-
-
-def _number_values(text: str) -> list[Any]:
-    out: list[Any] = [text]
-    try:
-        if text.isdigit():
-            out.append(int(text))
-        else:
-            out.append(float(text))
-            out.append(decimal.Decimal(text))
-    except (ValueError, decimal.InvalidOperation):
-        pass
-    return out
-
-
-def _hex_values(text: str) -> list[Any]:
-    out: list[Any] = [text]
-    digits = text if len(text) % 2 == 0 else "0" + text
-    try:
-        out.append(bytes.fromhex(digits))
-        out.append(int(text, 16))
-    except ValueError:
-        pass
-    return out
-
-
-def _bit_values(text: str) -> list[Any]:
-    try:
-        return [text, int(text, 2)]
-    except ValueError:
-        return [text]
 
 
 @dataclass
@@ -238,7 +121,11 @@ class _Walker:
             self.plan(child, depth + 1)
 
     def _identifiers(self, variant: Any) -> None:
-        if type(variant).__name__ != "TableScan":
+        if type(variant).__name__ != "TableScan":  # output names: aliases of projections...
+            with contextlib.suppress(Exception):  # identifiers are a readability aid only
+                for name in variant.schema().field_names():
+                    if isinstance(name, str) and _NAME.fullmatch(name.rsplit(".", 1)[-1]):
+                        self.found.identifiers.add(name.rsplit(".", 1)[-1])
             return
         for part in variant.fqn():
             if isinstance(part, str):

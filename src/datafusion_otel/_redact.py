@@ -20,7 +20,6 @@ structurally: matching them everywhere would garble every plan (``@1``, ``RoundR
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections import OrderedDict
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from datafusion_otel._literals import plan_literals, sql_literals
+from datafusion_otel._matcher import RENDERING, WORD, Matcher
 from datafusion_otel._renderings import renderings
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "WITHHELD",
     "Redactor",
     "count_withheld",
+    "error_blocks",
+    "hide_numbers",
     "query_redactor",
     "withheld_count",
 ]
@@ -63,6 +65,12 @@ _WORD_SPLIT = re.compile(r"[^\w]+")
 _CATALOG_WORDS = frozenset({"datafusion", "public", "information_schema"})
 _COMPARED_NUMBER = re.compile(r"(?<=[=<>] )(?<!-> )-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
+_NUMBER = re.compile(r"(?<![\w.@$])-?(?:0[xX][0-9A-Fa-f]+|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?!\w)")
+# DataFusion error formats that quote a value bare: the regex crate's parse error (the
+# pattern on its own lines) and arrow's type parser ("Error unknown token: <text>").
+_REGEX_ERROR = re.compile(r"(regex parse error:\n)(?:[^\n]*\n)*?(?=error: )")
+_UNKNOWN_TOKEN = re.compile(r"(unknown token: )\S+")
+
 _CLEANED_SIZE = 64
 _lock = threading.Lock()
 _withheld = {"count": 0}
@@ -79,21 +87,25 @@ def withheld_count() -> int:
     return _withheld["count"]
 
 
-def _guarded(rendering: str) -> str:
-    body = re.escape(rendering)
-    if rendering[0].isalnum() or rendering[0] == "_":
-        body = r"(?<![\w])" + body
-    if rendering[-1].isalnum() or rendering[-1] == "_":
-        body += r"(?![\w])"
-    return body
+def hide_numbers(text: str) -> str:
+    """Replace every standalone number of 3 characters or more in an error text by ``?``.
+
+    DataFusion's errors quote constants it computed from the query's literals (``Can't cast
+    value 8675309123000``), which no literal's rendering predicts.
+    """
+    return _NUMBER.sub(lambda m: m.group(0) if len(m.group(0)) < MIN_RENDERING else "?", text)
 
 
-@functools.lru_cache(maxsize=512)
-def _pattern(found: frozenset[str]) -> re.Pattern[str] | None:
-    if not found:
-        return None
-    ordered = sorted(found, key=lambda r: (-len(r), r))
-    return re.compile("|".join(_guarded(r) for r in ordered))
+def error_blocks(text: str) -> str:
+    r"""Redact the values DataFusion's error formats quote bare, over lines.
+
+    The regex crate's parse error prints the pattern on its own lines (``regex parse
+    error:\n    secret(\n    ^\nerror: unclosed group``); arrow's type parser prints
+    ``Error unknown token: secret``. Apply to a whole message before splitting it into lines.
+    """
+    if "regex parse error:" in text:
+        text = _REGEX_ERROR.sub(r"\1    ?\n", text)
+    return _UNKNOWN_TOKEN.sub(r"\1?", text)
 
 
 def structural(text: str, *, plan: bool, identifiers: frozenset[str] | None = None) -> str:
@@ -118,7 +130,9 @@ def structural(text: str, *, plan: bool, identifiers: frozenset[str] | None = No
         if "'" in out:
             out = _QUOTED.sub("?", out)
         out = _COMPARED_NUMBER.sub("?", out)
-    elif identifiers is not None:
+    else:
+        out = error_blocks(out)
+    if not plan and identifiers is not None:
         names = identifiers | _CATALOG_WORDS
         out = _QUOTED_NAME.sub(lambda m: m.group(0) if _is_name(m, names) else "?", out)
     return out
@@ -157,6 +171,9 @@ class Redactor:
         self.renderings = frozenset(found - self.identifiers)
         self.complete = complete
         self.words = frozenset(words - self.identifiers - found)
+        self._matcher = Matcher(
+            [(r, RENDERING) for r in self.renderings] + [(w, WORD) for w in self.words]
+        )
         self._cleaned: dict[tuple[str, bool], str | None] = {}  # a repeated query's texts
         self._lock = threading.Lock()
 
@@ -170,36 +187,29 @@ class Redactor:
         Returns:
             The redacted text (not checked: see `clean`).
         """
-        out = text
-        pattern = self._present(out, plan=plan)
-        if pattern is not None:
-            out = pattern.sub(self._replace, out)
+        out = self._matcher.sub(text, self._kinds(plan), self._replace)
         return structural(out, plan=plan, identifiers=self.identifiers)
 
-    def _replace(self, match: re.Match[str]) -> str:
-        return match.group(0) if match.group(0) in self.identifiers else "?"
+    def _replace(self, match: str) -> str:
+        return match if match in self.identifiers else "?"
+
+    @staticmethod
+    def _kinds(plan: bool) -> int:
+        return RENDERING if plan else RENDERING | WORD
 
     def leaks(self, text: str, *, plan: bool = True) -> bool:
         """Whether ``text`` holds a rendering of a literal on token boundaries.
+
+        One pass over the text (`_matcher`), whatever the number of renderings.
 
         Args:
             text: Any text.
             plan: False for error messages: the words of string values count too.
         """
-        pattern = self._present(text, plan=plan)
-        if pattern is None:
-            return False
-        return any(m.group(0) not in self.identifiers for m in pattern.finditer(text))
-
-    def _present(self, text: str, *, plan: bool) -> re.Pattern[str] | None:
-        """The pattern of the renderings that occur in ``text`` at all.
-
-        A substring test per rendering is far cheaper than one alternation of all of them.
-        """
-        found = {r for r in self.renderings if r in text}
-        if not plan:
-            found.update(w for w in self.words if w in text)
-        return _pattern(frozenset(found))
+        return any(
+            text[start:end] not in self.identifiers
+            for start, end in self._matcher.spans(text, self._kinds(plan))
+        )
 
     def clean(self, text: str, *, plan: bool = True) -> str | None:
         """Redact ``text`` and check it; None when it must be withheld.
@@ -274,14 +284,21 @@ def _cached(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redac
 
 
 def _build(sqls: tuple[str | None, ...], plans: tuple[Any, ...]) -> Redactor:
+    """Build the redactor of SQL texts and plans.
+
+    The names exempt from redaction are the plans' names (tables, columns, aliases) and the
+    SQL text's name tokens that are no literal value: under a dialect the tokenizer does not
+    read as DataFusion does, a token it took for a name may be a string of the plan.
+    """
     values: list[Any] = []
-    identifiers: set[str] = set()
+    words: set[str] = set()
     for source in sqls:
         if source:
             found = sql_literals(source)
             values.extend(found.values)
-            identifiers |= found.identifiers
+            words |= found.identifiers
     walked = plan_literals(*plans)
     values.extend(walked.values)
-    identifiers |= walked.identifiers
+    texts = {v for v in values if isinstance(v, str)}
+    identifiers = (words - texts) | walked.identifiers
     return Redactor(values, identifiers, complete=walked.complete)

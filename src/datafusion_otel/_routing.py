@@ -1,9 +1,11 @@
 """Which sink receives the rows of which run, and which runs are live.
 
 `start_run(sink=...)` registers the run's sink together with the span processor that owns
-delivery to it (the one attached to the provider that created the run span). Only the owner
-delivers to a run's sink, so the sink receives each row exactly once however many
-processors see the run's spans.
+delivery to it (the one attached to the provider that created the run span). Only the owner,
+and the package's own processor of any other provider (for spans of an instrumentor given its
+own ``tracer_provider``), deliver to a run's sink: a span is seen by the processors of one
+provider, which carries one package processor, so the sink receives each row exactly once
+however many processors the user added.
 
 `run_started` / `run_ended` keep the root span of every live run by run id, so that a query
 compiled with an explicit ``run_id`` and executed where that run is not current (a worker

@@ -23,11 +23,13 @@ from typing import Any
 from datafusion import DataFrame, SessionContext
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import format_trace_id
 
-from datafusion_otel import _routing
+from datafusion_otel import _routing, config
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
+from datafusion_otel._dialect import note_sql
 from datafusion_otel._emit import emit_artifacts
 from datafusion_otel._errors import remember_sql
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
@@ -39,6 +41,7 @@ __all__ = [
     "CapturedDataFrame",
     "DataFusionPlanArtifacts",
     "collect_plan_artifacts",
+    "foreign_provider_count",
     "ibis_to_datafusion",
     "is_self_capturing",
     "record_execution_artifacts",
@@ -100,6 +103,55 @@ def collect_plan_artifacts(
     )
 
 
+_foreign = {"count": 0}
+"""Operator spans made by the provider of runs because their span's provider was unknown."""
+
+
+def foreign_provider_count() -> int:
+    """Return how many captures put their operator spans on the provider of runs.
+
+    That happens when the span a query ran under comes from a provider the package does not
+    know (warned once).
+    """
+    return _foreign["count"]
+
+
+def _operator_tracer(span: Any) -> trace.Tracer:
+    """The package's tracer of the provider that created ``span``: its operator spans' tracer.
+
+    Operator spans are children of the execution span: they come from the same provider, so
+    they reach the same exporters and processors (an instrumentor given its own
+    ``tracer_provider`` included). An SDK span is matched to its provider by the provider's
+    span processor it holds, among the providers the package knows (configured, global,
+    private fallback, and every provider it attached a diagnostics processor to). A recording
+    span of another provider falls back to the provider of runs: counted
+    (`foreign_provider_count`) and warned once.
+    """
+    held = getattr(span, "_span_processor", None)
+    if held is not None:
+        state = config._state
+        with config._lock:  # a copy: another thread may attach a processor meanwhile
+            attached = list(config._processors.keys())
+        known = [state["configured"], trace.get_tracer_provider(), state["fallback"]]
+        for provider in [*known, *attached]:
+            if (
+                isinstance(provider, SdkTracerProvider)
+                and getattr(provider, "_active_span_processor", None) is held
+            ):
+                return tracer_for(provider)
+        if span.is_recording():
+            _foreign["count"] += 1
+            if _foreign["count"] == 1:
+                _LOG.warning(
+                    "operator spans of a query are made by the provider of runs, not by the "
+                    "unknown TracerProvider of the span it ran under: pass that provider to "
+                    "datafusion_otel.configure(tracer_provider=...) or to "
+                    "DataFusionInstrumentor().instrument(tracer_provider=...) (counted in "
+                    "datafusion_otel.bridge.foreign_provider_count())"
+                )
+    return tracer_for(resolve_provider())
+
+
 def record_execution_artifacts(
     df: DataFrame,
     *,
@@ -132,7 +184,7 @@ def record_execution_artifacts(
         allow_real_explain_analyze=False,
         plan_note=note,
     )
-    emit_artifacts(art, options, span, tracer_for(resolve_provider()))
+    emit_artifacts(art, options, span, _operator_tracer(span))
     return art
 
 
@@ -236,7 +288,7 @@ def _compile(
             allow_real_explain_analyze=False,
             plan_note=note,
         )
-        emit_artifacts(art, options, span, tracer_for(resolve_provider()))
+        emit_artifacts(art, options, span, _operator_tracer(span))
 
     if options.run_id is not None:
         return _RunBoundFrame(df, capture, options.run_id)
@@ -261,6 +313,7 @@ def sql_to_datafusion(
         Exception: DataFusion's own error for SQL that does not plan, unchanged.
     """
     options = options or DataFusionCompileOptions()
+    note_sql(ctx, sql)  # a non-default dialect reads literals differently (sanitizing)
     try:
         df = ctx.sql(sql)
     except Exception as exc:

@@ -104,6 +104,7 @@ def processor_for(provider: TracerProvider) -> DiagnosticsSpanProcessor:
         processor = _processors.get(provider)
         if processor is None:
             processor = DiagnosticsSpanProcessor()
+            processor.serves_runs = True  # the provider's one package processor
             provider.add_span_processor(processor)
             _processors[provider] = processor
             _record_unsampled(provider)
@@ -252,6 +253,7 @@ def configure(
         processor = _processors.get(provider)
         if processor is None:
             processor = DiagnosticsSpanProcessor(sink)
+            processor.serves_runs = True  # the provider's one package processor
             provider.add_span_processor(processor)
             _processors[provider] = processor
         elif sink is not None:

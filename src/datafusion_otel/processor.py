@@ -59,6 +59,10 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         self._errors = 0
         self._errors_reported = 0
         self._logged_error = False
+        self.serves_runs = False
+        """Set by `datafusion_otel.config` on the one processor it attaches to a provider: it
+        delivers the rows of the spans of that provider to their run's sink even when the
+        run's span is another provider's (see `_process`)."""
 
     @property
     def sink(self) -> DiagnosticsSink | None:
@@ -101,7 +105,11 @@ class DiagnosticsSpanProcessor(SpanProcessor):
                 self._findings.discard(format_trace_id(span.context.trace_id))
             return
         route = _routing.lookup(run_id)
-        owns_route = route is not None and route.owner is self
+        # Only the owner (the package's processor of the provider that made the run span)
+        # and the package's processors of other providers deliver to the run's sink: each
+        # span is seen by the processors of one provider, which has one package processor, so
+        # the sink gets each row once however many processors the user added.
+        owns_route = route is not None and (route.owner is self or self.serves_runs)
         targets: list[DiagnosticsSink] = []
         if self._sink is not None and (route is None or route.sink is not self._sink):
             targets.append(self._sink)

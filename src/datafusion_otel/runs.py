@@ -27,6 +27,7 @@ from datafusion_otel._coerce import json_dumps
 from datafusion_otel._delivery import describe_exception, dispatcher
 from datafusion_otel._errors import exception_text, record_exception, run_policy
 from datafusion_otel._span_rows import RunRecord, forget_run, register_run
+from datafusion_otel._stream_latch import run_pending
 from datafusion_otel.config import exports_from, processor_for, resolve_provider, tracer_for
 from datafusion_otel.diagnostics import DiagnosticsSink
 
@@ -310,6 +311,8 @@ def finish_run(
         raise ValueError(f"status must be one of {_FINAL_STATUSES}, got {status!r}")
     if sink is not None and not isinstance(sink, DiagnosticsSink):
         raise TypeError(f"sink must be a DiagnosticsSink, got {type(sink).__name__}")
+    # streams garbage-collected during the run end their spans (and capture) before it ends
+    run_pending()
     end_ns = time.time_ns()
     try:
         if metadata:

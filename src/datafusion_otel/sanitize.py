@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from datafusion_otel._literals import sql_literals
+from datafusion_otel._dialect import text_dialect, tokenizer_dialect
+from datafusion_otel._literals import sql_literals, tokenize
 
 __all__ = [
     "QuerySummary",
@@ -50,9 +51,12 @@ _TABLE_INTRO = re.compile(
 _NOT_TABLES = {"select", "lateral", "unnest", "values", "if", "exists", "not", "or", "replace"}
 
 
-@functools.lru_cache(maxsize=1024)
 def sanitize_sql(sql: str) -> str:
     """Return ``sql`` with every literal replaced by ``?`` and comments removed.
+
+    A text planned on a context whose ``datafusion.sql_parser.dialect`` is not the default is
+    read with that dialect's tokenizer (``"..."`` is a string under MySQL), see README
+    "Sanitizing".
 
     Args:
         sql: SQL text.
@@ -60,16 +64,19 @@ def sanitize_sql(sql: str) -> str:
     Returns:
         The sanitized text; identifiers (also quoted ones) are kept.
     """
-    found = sql_literals(sql)
-    if not found.ok:
-        return _fallback(sql)
+    return _sanitize(sql, text_dialect(sql))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sanitize(sql: str, dialect: str) -> str:
+    found = sql_literals(sql, dialect)
+    if not found.ok:  # under another dialect "..." may be a string: not kept then
+        return _fallback(sql, keep_quoted=tokenizer_dialect(dialect) == "postgres")
     out: list[str] = []
     position = 0
     spans = iter(found.spans)
-    from sqlglot.dialects.postgres import Postgres
-
     # Literal spans are known; comments sit in the gaps between tokens.
-    tokens = Postgres().tokenizer_class().tokenize(sql) if found.comments else None
+    tokens = tokenize(sql, dialect) if found.comments else None
     if tokens is not None:
         return _rebuild(sql, tokens, set(found.spans))
     for start, end in spans:
@@ -83,24 +90,31 @@ def sanitize_sql(sql: str) -> str:
 def _rebuild(sql: str, tokens: Sequence[object], literal_spans: set[tuple[int, int]]) -> str:
     out: list[str] = []
     position = 0
+    span_ends = dict(literal_spans)  # a literal may span tokens (".5": "." and "5")
     for token in tokens:
         start, end = token.start, token.end + 1  # type: ignore[attr-defined]
+        if start < position:  # inside a literal already replaced
+            continue
         gap = sql[position:start]
         out.append(gap if not gap.strip() else " ")  # a gap that is not blank is a comment
-        out.append("?" if (start, end) in literal_spans else sql[start:end])
+        if start in span_ends:
+            out.append("?")
+            end = max(end, span_ends[start])
+        else:
+            out.append(sql[start:end])
         position = end
     tail = sql[position:]
     out.append(tail if not tail.strip() else "")
     return "".join(out).strip()
 
 
-def _fallback(sql: str) -> str:
+def _fallback(sql: str, *, keep_quoted: bool = True) -> str:
     """Conservative sanitizing for a text the tokenizer cannot read (unterminated quotes...)."""
 
     def repl(match: re.Match[str]) -> str:
         if match.group("comment") is not None:
             return ""
-        if match.group("ident") is not None:
+        if match.group("ident") is not None and (keep_quoted or match.group(0)[0] == "`"):
             return match.group("ident")
         return "?"
 

@@ -5,6 +5,10 @@ Each query runs inside `datafusion_otel.runs.tracked_run` through unchanged Data
 which is what a user's program gets from ``opentelemetry-instrument``: every run's trace is the
 tree run -> execution span per DataFusion execution -> one span per physical operator. Rows go
 to the run store; spans also go over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+
+When the program already had the instrumentor on (``opentelemetry-instrument``), the demo keeps
+it as it is and says so in one line if its plan capture is off (no operator spans then). The
+closing statistics cover this invocation's runs only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datafusion_otel.commands.render import print_json, print_table
 from datafusion_otel.config import Telemetry
 from datafusion_otel.export import resolve_otlp_settings
 from datafusion_otel.instrumentation import DataFusionInstrumentor
+from datafusion_otel.rollups import summarize_runs
 from datafusion_otel.runs import tracked_run
 from datafusion_otel.store import ParquetSink, RunStore, StoreError
 
@@ -85,10 +90,25 @@ def command_prefix(cwd: Path | None = None) -> str:
     return "datafusion-otel"
 
 
-def _instrument(telemetry: Telemetry) -> bool:
-    """Turn the instrumentor on with plan capture; False when the program had it on already."""
+_CAPTURE_OFF_NOTE = (
+    "note: DataFusionInstrumentor was already on without plan capture (for example under "
+    "opentelemetry-instrument); the demo keeps its settings, so its runs have no operator "
+    "spans and no plan rows (set DATAFUSION_OTEL_CAPTURE_PLAN_ARTIFACTS=true to get them)"
+)
+
+
+def _instrument(telemetry: Telemetry, log: TextIO) -> bool:
+    """Turn the instrumentor on with plan capture; False when the program had it on already.
+
+    An instrumentor the program turned on is left as it is (its provider, SQL text policy
+    and capture setting are the program's choice); when its plan capture is off, a one-line
+    note says that the demo's runs will have no operator spans.
+    """
     instrumentor = DataFusionInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
+        options = instrumentor.options
+        if options is not None and not options.capture_plan_artifacts:
+            print(_CAPTURE_OFF_NOTE, file=log)
         return False
     instrumentor.instrument(
         tracer_provider=telemetry.tracer_provider, capture_plan_artifacts=True, auto_run=False
@@ -150,7 +170,7 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
     ctx = SessionContext()
     tpch.register_tables(ctx, data_dir)
     telemetry = configure_telemetry(sink)
-    instrumented = _instrument(telemetry)
+    instrumented = _instrument(telemetry, log)
     summary: list[dict[str, object]] = []
     try:
         for index, number in enumerate(numbers, start=1):
@@ -166,7 +186,7 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
         print_json({"store": str(sink.path), "runs": summary, "failed": failed})
     else:
         print()
-        print_table(RunStore(sink.path).stats_by_label().to_pylist(),
+        print_table(_stats_of(sink.path, summary),
                     ["label", "count", "error_rate", "p50_ms", "p95_ms", "p99_ms"])  # fmt: skip
         print(f"\n{len(summary) - failed}/{len(summary)} queries completed; store: {sink.path}")
         prefix = command_prefix()
@@ -174,6 +194,26 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
         print(f"browse it: {prefix} runs{store} | {prefix} show RUN_ID{store} | "
               f"{prefix} stats{store}")  # fmt: skip
     return 0 if failed == 0 and delivered else 1
+
+
+def _stats_of(store: Path, summary: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Per-label statistics of this invocation's runs only (not of earlier demos in the store).
+
+    The runs are read back from the store by id and rolled up as ``stats`` does
+    (`datafusion_otel.rollups.summarize_runs`), in a private session.
+    """
+    run_ids = [str(item["run_id"]) for item in summary if item["run_id"]]
+    if not run_ids:
+        return []
+    listed = ", ".join(f"'{run_id}'" for run_id in run_ids if run_id.isalnum())
+    runs = RunStore(store).sql(
+        "SELECT label, status, duration_ms, start_time_unix_ms FROM runs "
+        f"WHERE run_id IN ({listed})"
+    )
+    ctx = SessionContext()
+    ctx.from_arrow(runs, name="these_runs")
+    rows: list[dict[str, object]] = summarize_runs(ctx, table="these_runs").to_pylist()
+    return rows
 
 
 def _one_run(

@@ -89,6 +89,37 @@ def _warn_without_sdk(options: InstrumentationOptions) -> None:
     warnings.warn(_NO_SDK_MESSAGE, DataFusionInstrumentationWarning, stacklevel=3)
 
 
+def _attach_diagnostics(options: InstrumentationOptions) -> None:
+    """Give the instrumentor's own provider the package's diagnostics processor; never raises.
+
+    Rows of the execution and operator spans it creates then reach the sink of the run they
+    belong to even when that run's span comes from another provider (the processor of each
+    provider delivers the rows of its own spans, so each row is delivered once), and the sink
+    given to an earlier `datafusion_otel.configure` of another provider too. A provider
+    that is not an SDK ``TracerProvider`` cannot carry it: warned once, its spans give no rows.
+    """
+    provider = options.tracer_provider
+    if provider is None:
+        return
+    if isinstance(provider, SdkTracerProvider):
+        try:
+            processor = config.processor_for(provider)
+            configured = config._state["configured"]
+            main = config._processors.get(configured) if configured is not None else None
+            if main is not None and main is not processor and processor.sink is None:
+                processor.replace_sink(main.sink)  # the configure() sink gets every row
+        except Exception:
+            _LOG.exception("could not attach the diagnostics processor to tracer_provider")
+        return
+    warnings.warn(
+        "datafusion-otel: the tracer_provider given to DataFusionInstrumentor is not an "
+        f"OpenTelemetry SDK TracerProvider ({type(provider).__name__}): its execution spans "
+        "give no diagnostics rows (no run rows, plan artifacts or operator metrics)",
+        DataFusionInstrumentationWarning,
+        stacklevel=3,
+    )
+
+
 class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """OpenTelemetry instrumentor for Apache DataFusion (``datafusion`` Python bindings).
 
@@ -124,8 +155,11 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         Options not given are read from the environment (see `_options`), then defaulted.
 
         Args:
-            tracer_provider: Provider of execution spans; default: the provider that creates
-                runs (`datafusion_otel.config.resolve_provider`), resolved per execution.
+            tracer_provider: Provider of execution spans and of their operator spans; default:
+                the provider that creates runs (`datafusion_otel.config.resolve_provider`),
+                resolved per execution. An SDK provider given here gets the package's
+                diagnostics processor now, so that the rows of its spans reach their run's
+                sink.
             meter_provider: Accepted for the ``BaseInstrumentor`` contract; unused for now.
             capture_plan_artifacts: Attach plan artifacts and operator metrics to each
                 execution span (default False: span-only mode).
@@ -154,6 +188,7 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         super().instrument(options=options, **kwargs)
         if self.is_instrumented_by_opentelemetry:
             _warn_without_sdk(options)
+            _attach_diagnostics(options)
 
     def _instrument(self, **kwargs: Any) -> None:
         options = kwargs.get("options")

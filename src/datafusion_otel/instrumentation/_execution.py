@@ -49,7 +49,7 @@ from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
-from datafusion_otel._errors import exception_text, record_exception
+from datafusion_otel._errors import exception_text, record_exception, remember_frame
 from datafusion_otel._span_rows import register_auto_run
 from datafusion_otel.bridge import is_self_capturing, record_execution_artifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
@@ -261,6 +261,7 @@ class Execution:
         there still propagates, as it would without instrumentation, after the span ended.
         """
         try:
+            remember_frame(error, df)  # its message may quote DataFrame-API literals
             self.capture(df, executed=executed, error=error)
         finally:
             self.end(rows=rows, partitions=partitions, error=error, extra=extra, end_ns=end_ns)
@@ -307,8 +308,8 @@ class Execution:
         provider = self._run_provider
         if provider is not None:
             # The run's label is the span name, its status "completed" unless it failed and
-            # its metadata {"auto_run": true}: `run_row` derives them, so a successful auto
-            # run costs two attributes, not five.
+            # its metadata {"datafusion_otel.auto_run": true}: `run_row` derives them, so a
+            # successful auto run costs two attributes, not five.
             context = span.get_span_context()
             ending[attr.RUN_ID] = format_trace_id(context.trace_id)
             ending[attr.RUN_EXPORTED] = (
@@ -353,6 +354,7 @@ def call_in(
         result = original(target, *args, **kwargs)
     except BaseException as exc:
         otel_context.detach(token)
+        remember_frame(exc, target)  # its message may quote DataFrame-API literals
         execution.end(error=exc)
         raise
     otel_context.detach(token)

@@ -33,7 +33,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._errors import exception_text, record_exception
+from datafusion_otel._dialect import note_sql
+from datafusion_otel._errors import exception_text, record_exception, remember_params
 from datafusion_otel.instrumentation._execution import INSIDE, Tracing, call_in, internal_error
 from datafusion_otel.instrumentation._query import (
     INFO_ATTR,
@@ -90,6 +91,7 @@ def sql_wrapper(
             return original(self, *args, **kwargs)  # suppress_instrumentation() is in force
         query = args[0] if args else kwargs.get("query")
         try:
+            note_sql(self, query)  # a non-default dialect reads literals differently
             queries = self.__dict__.get(QUERIES_ATTR)  # the cache `query_info` fills
             info = queries.get(query) if queries is not None and type(query) is str else None
             if info is None:
@@ -148,6 +150,7 @@ def _planned(
         result = original(ctx, *args, **kwargs)
     except BaseException as exc:
         otel_context.detach(token)
+        remember_params(exc, args, kwargs)  # param_values are literals the SQL text lacks
         _end_failed(span, exc, tracing, info.sql)
         raise
     otel_context.detach(token)

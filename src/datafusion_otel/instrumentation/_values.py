@@ -22,6 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.context import Context
 
+from datafusion_otel._errors import remember_frame
 from datafusion_otel.instrumentation._execution import INSIDE, Tracing, internal_error
 from datafusion_otel.instrumentation._query import info_for, summary_for
 
@@ -99,6 +100,7 @@ def value_wrapper(
             if nested is not None:
                 inside.reset(nested)
             detach(token)
+            remember_frame(exc, self)  # its message may quote DataFrame-API literals
             execution.end(error=exc)
             raise
         if nested is not None:
