@@ -22,6 +22,7 @@ from datafusion_otel.findings import find, run_findings
 from datafusion_otel.store import RunStore
 from findings_support import capture, context, register_data
 from instrumentation_support import instrumented
+from otel_state import Handles, handles_fixture  # noqa: F401
 
 
 def _key(rows: list[dict[str, Any]]) -> list[tuple[object, ...]]:
@@ -189,3 +190,31 @@ def test_rows_of_a_trace_whose_root_is_not_a_run_are_released(data: Path) -> Non
         assert sink.events_snapshot()[attr.OPERATOR_METRICS_TABLE]
         assert not processor._findings  # released when it ended
         assert _findings_of(sink) == []  # no run: no recorded findings
+
+
+def test_the_processor_of_another_provider_holds_no_rows_of_the_run(
+    handles: Handles, data: Path
+) -> None:
+    """The instrumentor on its own provider P, the run on the global SDK provider: P's package
+    processor delivers P's rows to the run's sink but never sees the run's root, so it holds
+    none of them; the run then has no recorded findings, and ``findings`` computes them."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from datafusion_otel import DataFusionInstrumentor, tracked_run
+
+    mine, runs = TracerProvider(), TracerProvider()
+    trace.set_tracer_provider(runs)
+    DataFusionInstrumentor().instrument(tracer_provider=mine, capture_plan_artifacts=True)
+    try:
+        sink = DiagnosticsCollector()
+        ctx = context()
+        register_data(ctx, data)
+        with tracked_run(label="cross", sink=sink):
+            ctx.sql("SELECT k, v FROM ordered WHERE v = 17").to_arrow_table()
+        datafusion_otel.force_flush(timeout=10)
+    finally:
+        DataFusionInstrumentor().uninstrument()
+    assert sink.events_snapshot()[attr.OPERATOR_METRICS_TABLE]
+    assert not config.processor_for(mine)._findings
+    assert _findings_of(sink) == []

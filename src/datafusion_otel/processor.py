@@ -117,7 +117,10 @@ class DiagnosticsSpanProcessor(SpanProcessor):
             targets.append(route.sink)
         if targets:  # rows are built only when someone receives them
             tables = event_rows(span)
-            if self._findings is not None:
+            # the package's processor of another provider never sees this run's root: it
+            # holds no rows for the run's findings
+            foreign = route is not None and route.owner is not self and self.serves_runs
+            if self._findings is not None and not foreign:
                 found_rows = self._run_findings(run_id, tables, root)
                 if found_rows:
                     tables.append((attr.FINDINGS_TABLE, found_rows))
