@@ -4,6 +4,11 @@ When a run's root span ends, the processor records one DATAFUSION_RUNS_V1 row; e
 diagnostics payload event (``datafusion.plan_artifacts`` and friends) on any span of the run
 becomes rows of its table. Conversion is a few microseconds of pure Python on the span's
 thread; delivery goes through the package's dispatcher, which calls slow sinks on a worker.
+
+With ``findings=True`` (the default), the run's findings (`datafusion_otel.findings`) are
+computed from its own operator-metrics and plan-artifacts rows when its root span ends and
+delivered as DATAFUSION_FINDINGS_V1 rows, before the run's row (see
+`datafusion_otel._run_findings` for the memory bound).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import DeliveryStats, describe_exception, dispatcher
 from datafusion_otel._exit import bounded_at_exit
 from datafusion_otel._payloads import PayloadEvent
+from datafusion_otel._run_findings import FindingsRecorder
 from datafusion_otel._span_rows import event_rows, root_run_id, run_row
 from datafusion_otel.diagnostics import DiagnosticsSink
 
@@ -34,6 +40,9 @@ class DiagnosticsSpanProcessor(SpanProcessor):
     Args:
         sink: Receives every diagnostics row of every run this processor sees. May be None
             when the processor only delivers to the sinks passed to `start_run`.
+        findings: Record each run's findings as DATAFUSION_FINDINGS_V1 rows when its root span
+            ends (computed from the run's rows on the ending thread; errors are logged once,
+            never raised).
 
     Example:
         >>> from opentelemetry.sdk.trace import TracerProvider
@@ -42,8 +51,10 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         >>> provider.add_span_processor(DiagnosticsSpanProcessor(DiagnosticsCollector()))
     """
 
-    def __init__(self, sink: DiagnosticsSink | None = None) -> None:
+    def __init__(self, sink: DiagnosticsSink | None = None, *, findings: bool = True) -> None:
         self._sink = sink
+        self._findings = FindingsRecorder() if findings else None
+        self._findings_errors = 0
         self._flush_mark = dispatcher.new_mark()
         self._errors = 0
         self._errors_reported = 0
@@ -90,6 +101,8 @@ class DiagnosticsSpanProcessor(SpanProcessor):
         elif any(isinstance(e, PayloadEvent) for e in events):
             run_id = format_trace_id(span.context.trace_id)
         else:
+            if span.parent is None and self._findings:  # a trace root that is not a run
+                self._findings.discard(format_trace_id(span.context.trace_id))
             return
         route = _routing.lookup(run_id)
         # Only the owner (the package's processor of the provider that made the run span)
@@ -104,6 +117,13 @@ class DiagnosticsSpanProcessor(SpanProcessor):
             targets.append(route.sink)
         if targets:  # rows are built only when someone receives them
             tables = event_rows(span)
+            # the package's processor of another provider never sees this run's root: it
+            # holds no rows for the run's findings
+            foreign = route is not None and route.owner is not self and self.serves_runs
+            if self._findings is not None and not foreign:
+                found_rows = self._run_findings(run_id, tables, root)
+                if found_rows:
+                    tables.append((attr.FINDINGS_TABLE, found_rows))
             if root:
                 tables.append((attr.RUNS_TABLE, [run_row(span)]))
             for table, rows in tables:
@@ -111,6 +131,30 @@ class DiagnosticsSpanProcessor(SpanProcessor):
                     dispatcher.record_events(sink, table, rows)
         if root and owns_route:
             _routing.release(run_id)
+
+    def _run_findings(
+        self, run_id: str, tables: list[tuple[str, list[dict[str, object]]]], root: bool
+    ) -> list[dict[str, object]]:
+        """Hold the span's rows; at the run's root, return its findings rows. Never raises."""
+        if self._findings is None:
+            return []
+        try:
+            self._findings.add(run_id, tables)
+            return (self._findings.finish(run_id) or []) if root else []
+        except Exception as exc:  # findings never cost the run its rows
+            self._findings_errors += 1
+            if self._findings_errors == 1:
+                _LOG.error(  # type only: a message could quote row values
+                    "could not compute the findings of a run: %s",
+                    f"{type(exc).__module__}.{type(exc).__qualname__}",
+                )
+            return []
+
+    @property
+    def findings_skipped_runs(self) -> int:
+        """Runs whose findings were not recorded: too many rows (the cap) or a failure."""
+        recorder = self._findings
+        return (0 if recorder is None else recorder.skipped_runs) + self._findings_errors
 
     def delivery_stats(self) -> DeliveryStats:
         """Return the package's sink delivery counters."""

@@ -1,7 +1,8 @@
 """Per-query operator profiles built from the diagnostics tables (read only, any store version).
 
-A query is one execution span (``span_id``, else ``plan_hash``) of a run; its operators are
-the DATAFUSION_OPERATOR_METRICS_V1 rows of that span, one per operator and partition. An
+A query is one execution of a run: the DATAFUSION_OPERATOR_METRICS_V1 rows sharing ``span_id``,
+``plan_hash`` and ``event_time_unix_ms`` (several queries may share a span: the run's, when
+run through `datafusion_otel.bridge`), one per operator and partition. An
 operator's *own* time is its ``elapsed_compute_ns`` (DataFusion's time in the operator
 itself, exclusive of its children) or, for a Parquet scan (which leaves ``elapsed_compute``
 near zero), ``time_elapsed_processing`` from ``other_metrics``, summed over partitions.
@@ -71,6 +72,8 @@ class OperatorProfile:
         spilled_bytes: Spilled bytes; None when not recorded.
         partition_time_ns: Partition -> own time (partitions that recorded one).
         partition_rows: Partition -> output rows (partitions that recorded them).
+        partition_spans: Partition (None: a row without one) -> (start, end) Unix ns, from
+            DataFusion's ``start_timestamp`` / ``end_timestamp`` (rows that recorded both).
         metrics: Every other metric, summed over partitions (None when not recorded).
         children: Paths of the child operators present in the rows.
     """
@@ -85,6 +88,7 @@ class OperatorProfile:
     spilled_bytes: int | None = None
     partition_time_ns: dict[int, int] = field(default_factory=dict)
     partition_rows: dict[int, int] = field(default_factory=dict)
+    partition_spans: dict[int | None, tuple[int, int]] = field(default_factory=dict)
     metrics: dict[str, int | None] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
 
@@ -163,6 +167,13 @@ def _add(acc: OperatorProfile, row: Mapping[str, Any]) -> None:
             acc.metrics[name] = _sum([acc.metrics.get(name), value])
     for name, value in other.items():
         acc.metrics[name] = _sum([acc.metrics.get(name), value])
+    start, end = row.get("start_time_unix_ns"), row.get("end_time_unix_ns")
+    if isinstance(start, int) and isinstance(end, int):
+        key = partition if isinstance(partition, int) else None
+        known = acc.partition_spans.get(key)
+        if known is not None:
+            start, end = min(start, known[0]), max(end, known[1])
+        acc.partition_spans[key] = (start, end)
     if isinstance(partition, int):
         if own is not None:
             acc.partition_time_ns[partition] = acc.partition_time_ns.get(partition, 0) + own
@@ -171,13 +182,23 @@ def _add(acc: OperatorProfile, row: Mapping[str, Any]) -> None:
 
 
 def _plan_for(
-    artifacts: Sequence[Mapping[str, Any]], span_id: str | None, plan_hash: str | None
+    artifacts: Sequence[Mapping[str, Any]], query: QueryProfile, event_time: object
 ) -> dict[str, Any] | None:
-    for key, value in (("span_id", span_id), ("plan_hash", plan_hash)):
-        if value is None:
+    """The query's plan-artifacts row: the closest match, most specific keys first."""
+    wanted: dict[str, object] = {"span_id": query.span_id, "plan_hash": query.plan_hash}
+    if event_time is not None:
+        wanted["event_time_unix_ms"] = event_time
+    tries = (
+        ("span_id", "plan_hash", "event_time_unix_ms"),
+        ("span_id", "plan_hash"),
+        ("plan_hash",),
+        ("span_id",),
+    )
+    for keys in tries:
+        if any(wanted.get(k) is None for k in keys):
             continue
         for row in artifacts:
-            if row.get(key) == value:
+            if all(row.get(k) == wanted[k] for k in keys):
                 return dict(row)
     return None
 
@@ -200,7 +221,8 @@ def query_profiles(
     queries: dict[tuple[object, ...], QueryProfile] = {}
     for row in as_rows(operator_metrics):
         span_id, plan_hash = row.get("span_id"), row.get("plan_hash")
-        key = (row.get("run_id"), span_id, None if span_id else plan_hash)
+        # one execution's rows share their event time; several queries may share a span
+        key = (row.get("run_id"), span_id, plan_hash, row.get("event_time_unix_ms"))
         query = queries.get(key)
         if query is None:
             query = queries[key] = QueryProfile(row.get("run_id"), span_id, plan_hash)
@@ -209,7 +231,7 @@ def query_profiles(
         if op is None:
             op = query.operators[path] = OperatorProfile(path, str(row.get("operator_name")))
         _add(op, row)
-    for query in queries.values():
+    for (_run, _span, _plan, event_time), query in queries.items():
         query.operators = dict(sorted(query.operators.items(), key=lambda kv: _path_key(kv[0])))
         for path in query.operators:
             if "." in path:
@@ -221,5 +243,5 @@ def query_profiles(
             op.inclusive_ns = _sum(
                 o.own_ns for p, o in query.operators.items() if p == path or p.startswith(prefix)
             )
-        query.plan_artifacts = _plan_for(artifacts, query.span_id, query.plan_hash)
+        query.plan_artifacts = _plan_for(artifacts, query, event_time)
     return list(queries.values())

@@ -32,7 +32,7 @@ Tables (each schema carries its table name under the ``table_name`` metadata key
 * ``DATAFUSION_CACHE_STATE_V1`` (``datafusion_cache_state_v1``): one row per DataFusion
   cache per run; the original columns plus ``run_id``.
 * ``DATAFUSION_FINDINGS_V1`` (``datafusion_findings_v1``): one row per finding of
-  `datafusion_otel.findings` (computed from the tables above, not written by the sink):
+  `datafusion_otel.findings` (computed from the tables above; recorded when a run ends):
 
   - ``run_id``, ``span_id``, ``plan_hash``: the run and the query (execution span) found in.
   - ``operator_path`` / ``operator_name``: the operator (``"0.1"``...), null for a query.

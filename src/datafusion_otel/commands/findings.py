@@ -1,7 +1,9 @@
 """The ``findings`` and ``report`` commands: why a run was slow, as text, JSON or HTML.
 
 * ``findings [RUN_ID | --label L]``: the findings of a run (default: the most recent run; with
-  ``--label``, the most recent run with that label), see `datafusion_otel.findings`.
+  ``--label``, the most recent run with that label), see `datafusion_otel.findings`: the rows
+  recorded when the run ended (``datafusion_findings_v1``) when there are any, else computed
+  from the run's operator metrics now.
 * ``report RUN_ID [-o FILE]``: the run's offline HTML profile (`datafusion_otel.report`),
   written to ``FILE`` (default ``run-<first 12 hex of the id>.html``).
 """
@@ -55,11 +57,15 @@ def findings(args: argparse.Namespace) -> int:
         raise StoreError("give a RUN_ID or --label, not both")
     store = open_store(args)
     run_id = _run_id(store, args)
-    rows = run_findings(store, run_id)
+    rows = store.stored_findings(run_id)
+    source = "recorded when the run ended"
+    if not rows:
+        rows = run_findings(store, run_id)
+        source = "computed from the stored metrics"
     if args.json:
         print_json(rows)
     else:
-        print(f"run {run_id}")
+        print(f"run {run_id} (findings {source})")
         print_findings(rows)
     return 0
 

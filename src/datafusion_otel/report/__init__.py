@@ -6,9 +6,10 @@ to the trace when ``$DATAFUSION_OTEL_TRACE_URL`` is set), the findings, and per 
 stored (sanitized) SQL, the physical plan as a nested tree (``<details>``, readable without
 JavaScript) and a sortable grid with each operator's own and inclusive time, share of the
 query, rows, bytes, spills and per-partition min / median / max time and rows, finding badges,
-and the logical and optimized plans. CSS and JavaScript are inline (the script only sorts the
-grids); nothing is loaded from the network. Every text from the store is HTML-escaped; a
-value that was not recorded shows as "not recorded".
+a timeline of operators per partition (bars placed with CSS from DataFusion's per-partition
+start and end timestamps), and the logical and optimized plans. CSS and JavaScript are inline
+(the script only sorts the grids); nothing is loaded from the network. Every text from the
+store is HTML-escaped; a value that was not recorded shows as "not recorded".
 """
 
 from __future__ import annotations

@@ -25,6 +25,13 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .figs{color:#333;font-size:.85em}
 .bar{display:inline-block;height:.7em;background:#e0733a;margin-right:4px;vertical-align:middle}
 .nr{color:#999}
+.gantt{border:1px solid #d5d8e0;padding:4px;font-size:.8em}
+.grow{display:flex;align-items:center;height:1.3em}
+.glabel{flex:0 0 22em;overflow:hidden;white-space:nowrap;text-overflow:ellipsis;
+  font-family:monospace}
+.gtrack{position:relative;flex:1 1 auto;height:.9em;background:#f4f5f8}
+.gbar{position:absolute;top:0;bottom:0;background:#3366aa;min-width:1px}
+.gtime{flex:0 0 7em;text-align:right;font-variant-numeric:tabular-nums}
 """
 
 SCRIPT = """

@@ -11,6 +11,7 @@ from typing import Any
 from datafusion_otel.findings import plan_lines
 from datafusion_otel.profile import OperatorProfile, QueryProfile
 from datafusion_otel.report._assets import SCRIPT, STYLE
+from datafusion_otel.report._gantt import timeline
 
 __all__ = ["NOT_RECORDED", "page"]
 
@@ -207,6 +208,7 @@ def _query(index: int, query: QueryProfile, findings: Sequence[Mapping[str, Any]
         + (f"<pre>{_e(sql)}</pre>" if isinstance(sql, str) else f"<p>{_nr()}</p>")
         + f'<h3>Physical plan</h3><div class="tree">{tree}</div>'
         + f"<h3>Operators</h3>{_grid(query, by_op)}"
+        + timeline(query, NOT_RECORDED)
         + _text_block("Logical plan", artifacts.get("logical_plan"))
         + _text_block("Optimized logical plan", artifacts.get("optimized_plan"))
         + _text_block("Physical plan text", physical)

@@ -8,6 +8,7 @@
       datafusion_plan_artifacts_v1/
       datafusion_operator_metrics_v1/
       datafusion_cache_state_v1/
+      datafusion_findings_v1/          a run's findings, written when the run ends
       artifacts/
         artifact=<name>/               one folder per artifact name (hive-style partition)
           <time_ns>-<pid>-<seq>.parquet

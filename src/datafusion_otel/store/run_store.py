@@ -11,6 +11,7 @@ table                  folder                                schema
 ``plan_artifacts``     ``datafusion_plan_artifacts_v1/``     ``DATAFUSION_PLAN_ARTIFACTS_V1``
 ``operator_metrics``   ``datafusion_operator_metrics_v1/``   ``DATAFUSION_OPERATOR_METRICS_V1``
 ``cache_state``        ``datafusion_cache_state_v1/``        ``DATAFUSION_CACHE_STATE_V1``
+``findings``           ``datafusion_findings_v1/``           ``DATAFUSION_FINDINGS_V1``
 ``artifacts``          ``artifacts/artifact=<name>/``        run_id, payload (JSON), artifact
 =====================  ====================================  ==============================
 
@@ -58,6 +59,7 @@ STORE_TABLES: dict[str, str] = {
     "plan_artifacts": attr.PLAN_ARTIFACTS_TABLE,
     "operator_metrics": attr.OPERATOR_METRICS_TABLE,
     "cache_state": attr.CACHE_STATE_TABLE,
+    "findings": attr.FINDINGS_TABLE,
 }
 """SQL table name -> diagnostics table (and folder) name."""
 
@@ -298,6 +300,21 @@ class RunStore:
             ).to_pylist(),
             artifacts=artifacts,
         )
+
+    def stored_findings(self, run_id: str) -> list[dict[str, Any]]:
+        """Return the findings rows recorded for a run when it ended (most severe first).
+
+        Empty for a run recorded with findings off, by an older version, or with no finding.
+
+        Raises:
+            RunNotFoundError: If no single run matches ``run_id``.
+        """
+        full = self.resolve_run_id(run_id)
+        rows: list[dict[str, Any]] = self.sql(
+            f"SELECT * FROM findings WHERE run_id = {_quote(full)} ORDER BY CASE severity "
+            "WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, span_id, operator_path, kind"
+        ).to_pylist()
+        return rows
 
     def stats_by_label(self) -> pa.Table:
         """Return one row per label over all time.
