@@ -7,7 +7,7 @@ Artifact names (members of `DataFusionCompileOptions.artifacts`):
 ``optimized_plan``     optimized logical plan (indented text)
 ``physical_plan``      physical plan: the executed one when the query ran
 ``graphviz``           DOT of the logical plan (DataFusion's) and of the physical plan
-``plan_hash``          sha256 of the optimized plan text
+``plan_hash``          sha256 of the literal-free unoptimized logical plan (definition v2)
 ``partition_count``    output partitions of the physical plan
 ``join_operators``     every join operator of the physical plan, by name
 ``operator_metrics``   per-operator runtime metrics (DATAFUSION_OPERATOR_METRICS_V1)
@@ -59,8 +59,8 @@ Operator spans are made from the operator metrics already captured (one SDK span
 operator, at most `DEFAULT_MAX_OPERATOR_SPANS`): they cost no re-run, so a trace UI shows the
 operator tree whenever operator metrics are captured.
 
-It costs a few milliseconds per query (the optimizer re-run for ``optimized_plan`` and
-``plan_hash`` is the largest part): see benchmarks/bench_artifacts.py."""
+It costs a few milliseconds per query (the optimizer re-run for ``optimized_plan``, which the
+sanitizing also reads, is the largest part): see benchmarks/bench_artifacts.py."""
 
 ALL_ARTIFACTS: Final[frozenset[str]] = DEFAULT_ARTIFACTS | {
     "graphviz",
