@@ -148,6 +148,8 @@ class TestOneLineErrors:
             (["runs", "--limit", "9" * 30], "--limit: expected a whole number from 1 to"),
             (["runs", "--store", ""], "--store: expected a folder"),
             (["demo", "--scale", "0"], "--scale: expected a number > 0, got '0'"),
+            (["demo", "--queries", "99"], "--queries: TPC-H queries are numbered 1-22"),
+            (["demo", "--queries", "x"], "--queries: --queries takes numbers like 1,3,15"),
             (["show"], "RUN_ID"),
             (["sql"], "QUERY"),
         ],

@@ -76,6 +76,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _query_list(text: str) -> str:
+    """Check ``--queries`` when parsing, so a bad list is a usage error (status 2)."""
+    try:
+        demo_command.selected_queries(text)
+    except TpchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -104,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[common], help="run the 22 TPC-H queries")
     demo.add_argument("--scale", type=_positive_float, default=0.1, help="TPC-H scale factor (0.1)")
     demo.add_argument("--data-dir", metavar="PATH", help="TPC-H data folder (cached)")
-    demo.add_argument("--queries", metavar="N,N", help="only these queries, e.g. 1,6,15")
+    demo.add_argument(
+        "--queries", metavar="N,N", type=_query_list, help="only these queries, e.g. 1,6,15"
+    )
     demo.set_defaults(func=_demo)
 
     runs = commands.add_parser("runs", parents=[common], help="list recent runs")

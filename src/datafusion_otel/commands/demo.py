@@ -34,7 +34,7 @@ from datafusion_otel.rollups import summarize_runs
 from datafusion_otel.runs import tracked_run
 from datafusion_otel.store import ParquetSink, RunStore, StoreError
 
-__all__ = ["command_prefix", "demo", "execute_sql"]
+__all__ = ["command_prefix", "demo", "execute_sql", "selected_queries"]
 
 _QUERY_STARTS = ("select", "with")
 _FLUSH_TIMEOUT_S = 30.0
@@ -54,7 +54,12 @@ def _run_query(ctx: SessionContext, number: int) -> pa.Table:
     return result if result is not None else pa.table({})
 
 
-def _selected(spec: str | None) -> list[int]:
+def selected_queries(spec: str | None) -> list[int]:
+    """Return the TPC-H query numbers ``spec`` names (all 22 when empty).
+
+    Raises:
+        TpchError: If ``spec`` is not a list of numbers 1-22 such as ``1,6,15``.
+    """
     if not spec:
         return list(tpch.QUERY_NUMBERS)
     try:
@@ -159,7 +164,7 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
     Returns:
         0 when every query completed and every span was delivered, 1 otherwise.
     """
-    numbers = _selected(args.queries)
+    numbers = selected_queries(args.queries)
     template = trace_url_template()  # a bad template is a one-line error before any work
     log = sys.stderr if args.json else sys.stdout
     sink = _open_sink(args.store)
