@@ -121,6 +121,15 @@ class TestEachKind:
         assert all("row_groups_pruned_statistics" not in other_metrics(r) or
                    other_metrics(r)["row_groups_pruned_statistics"] is None for r in scans)  # fmt: skip
 
+    def test_a_scan_without_predicate_never_pruned_poorly(self, store: Path) -> None:
+        rows, found = _run(store, "unfiltered_scan")
+        scans = [r for r in rows if r["operator_name"] == "DataSourceExec"]
+        # the metric that fooled the rule: every row group "matched" although nothing filtered
+        total = sum(r.get("pruning_row_groups_total") or 0 for r in scans)
+        matched = sum(r.get("pruning_row_groups_matched") or 0 for r in scans)
+        assert total == matched == 10
+        assert "poor_pruning" not in _kinds(found)
+
     def test_clean_control_yields_none(self, store: Path) -> None:
         rows, found = _run(store, "clean")
         assert found == []

@@ -355,8 +355,16 @@ def _filters(query: QueryProfile, t: Thresholds) -> list[dict[str, Any]]:
 
 
 def _pruning(query: QueryProfile, t: Thresholds) -> list[dict[str, Any]]:
+    # DataFusion 55 reports "N total -> N matched" for scans WITHOUT a predicate too: only a
+    # scan whose plan line shows a predicate can have pruned poorly (no plan text: no finding)
+    plan = (query.plan_artifacts or {}).get("physical_plan")
+    if not isinstance(plan, str) or not plan.strip():
+        return []
+    lines = plan_lines(plan)
     out = []
     for op in query.operators.values():
+        if not _SCAN_PREDICATE.search(lines.get(op.path, "")):
+            continue
         for unit in ("row_groups", "pages"):
             total = op.metrics.get(f"pruning_{unit}_total")
             matched = op.metrics.get(f"pruning_{unit}_matched")
