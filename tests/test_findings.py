@@ -170,12 +170,13 @@ class TestThresholdsAndRows:
 def test_store_without_the_new_columns_gives_no_pruning_finding(tmp_path: Path, data: Path) -> None:
     """Operator-metrics files written before the pruning columns existed: read as null."""
     run_id = capture(tmp_path, data, "poor_pruning")
-    assert {f["kind"] for f in run_findings(RunStore(tmp_path), run_id)} == {"poor_pruning"}
+    # (timing-based kinds such as partition_skew may appear on a loaded machine: not asserted)
+    assert "poor_pruning" in {f["kind"] for f in run_findings(RunStore(tmp_path), run_id)}
     for path in (tmp_path / attr.OPERATOR_METRICS_TABLE).rglob("*.parquet"):
         table = pq.read_table(path)
         keep = [c for c in table.column_names if not c.startswith("pruning_")]
         pq.write_table(table.select(keep), path)
-    assert run_findings(RunStore(tmp_path), run_id) == []
+    assert "poor_pruning" not in {f["kind"] for f in run_findings(RunStore(tmp_path), run_id)}
 
 
 class TestCommands:
