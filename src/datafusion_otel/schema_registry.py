@@ -46,7 +46,8 @@ Tables (each schema carries its table name under the ``table_name`` metadata key
   - ``operator_path`` / ``operator_name``: the operator (``"0.1"``...), null for a query.
   - ``partition``: the partition named by a ``partition_skew`` finding, else null.
   - ``kind``: ``slow_operator``, ``partition_skew``, ``spill``, ``row_explosion``,
-    ``filter_drops_most`` or ``poor_pruning``.
+    ``filter_drops_most``, ``poor_pruning`` or ``plan_changed_and_slower`` (computed from a
+    store's history only, never recorded when a run ends).
   - ``severity``: ``info``, ``warning`` or ``critical``.
   - ``message``: one human sentence citing the figures.
   - ``measured_value`` / ``threshold``: the figure compared and the threshold it crossed.
