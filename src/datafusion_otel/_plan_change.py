@@ -85,7 +85,11 @@ def _segments(executions: list[_Execution]) -> list[list[_Execution]]:
 
 
 def _one(
-    run_id: str, plan_hash: str, previous: list[_Execution], current: list[_Execution], t: Any
+    run_id: str,
+    plan_hash: str,
+    previous: list[_Execution],
+    current: list[_Execution],
+    t: Thresholds,
 ) -> dict[str, Any] | None:
     if len(previous) < t.plan_change_min_runs or len(current) < t.plan_change_min_runs:
         return None
@@ -94,7 +98,7 @@ def _one(
     ratio = after / before
     if ratio < t.plan_change_ratio:
         return None
-    from datafusion_otel.findings import _finding
+    from datafusion_otel.findings import _finding  # findings imports this module lazily
 
     span_id = next(e[2] for e in current if e[1] == run_id) or None
     evidence = {
@@ -131,7 +135,7 @@ def plan_change_findings(store: Any, run_id: str, thresholds: Thresholds) -> lis
         DATAFUSION_FINDINGS_V1 rows, at most one per query (plan hash) of the run; none for a
         store without ``plan_shape_hash`` (written by an older version).
     """
-    from datafusion_otel.store import StoreError
+    from datafusion_otel.store import StoreError  # the store imports DataFusion: lazily
 
     try:
         mine = store.sql(
@@ -145,11 +149,9 @@ def plan_change_findings(store: Any, run_id: str, thresholds: Thresholds) -> lis
     found = []
     for plan_hash in hashes:
         segments = _segments(history.get(plan_hash, []))
-        done: set[int] = set()
         for index, segment in enumerate(segments):
-            if index == 0 or index in done or all(e[1] != run_id for e in segment):
+            if index == 0 or all(e[1] != run_id for e in segment):
                 continue
-            done.add(index)
             finding = _one(run_id, plan_hash, segments[index - 1], segment, thresholds)
             if finding is not None:
                 found.append(finding)
