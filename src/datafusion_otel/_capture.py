@@ -20,6 +20,7 @@ from datafusion_otel import _plan_walk
 from datafusion_otel._artifact_files import write_explain_rows
 from datafusion_otel._dialect import note_sql
 from datafusion_otel._errors import protect_package_loggers, remember_frame, remember_sql
+from datafusion_otel._plan_shape import shape_hash
 from datafusion_otel._redact import WITHHELD, Redactor, hide_numbers, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
@@ -214,6 +215,7 @@ def capture_artifacts(
     nodes: list[_plan_walk.OperatorNode] = []
     if plan is not None:
         nodes = _attempt(errors, "physical_plan", lambda: _plan_walk.walk(plan)) or []
+        art.plan_shape_hash = _attempt(errors, "plan_shape_hash", lambda: shape_hash(nodes))
         physical_text = _attempt(errors, "physical_plan", plan.display_indent)
         if options.wants("physical_plan"):
             art.physical_plan = text(physical_text, "physical_plan")

@@ -44,6 +44,7 @@ _SCALAR_COLUMNS = (
     "explain_rows_schema_fingerprint", "explain_analyze_artifact_path",
     "explain_analyze_artifact_format", "explain_analyze_schema_fingerprint",
     "explain_analyze_source", "sql_text_policy", "plan_executed", "capture_duration_ms",
+    "plan_shape_hash",
 )  # fmt: skip
 _hook_errors = {"count": 0}
 _hook_lock = threading.Lock()
@@ -186,6 +187,8 @@ def emit_artifacts(
         if span.is_recording():
             if art.plan_hash is not None:
                 span.set_attribute(attr.DATAFUSION_PLAN_HASH, art.plan_hash)
+            if art.plan_shape_hash is not None:
+                span.set_attribute(attr.DATAFUSION_PLAN_SHAPE_HASH, art.plan_shape_hash)
             if art.partition_count is not None:
                 span.set_attribute(attr.DATAFUSION_PARTITION_COUNT, art.partition_count)
             add_payload_event(

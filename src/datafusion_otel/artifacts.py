@@ -51,6 +51,7 @@ class DataFusionPlanArtifacts:
     explain_analyze_source: str | None = None
     physical_graphviz: str | None = None
     plan_executed: bool | None = None
+    plan_shape_hash: str | None = None
     artifact_errors: dict[str, str] = field(default_factory=dict)
     capture_duration_ms: float | None = None
     operator_metrics: list[dict[str, object]] = field(default_factory=list, repr=False)

@@ -23,8 +23,12 @@ sum of its operators' own times. Kinds (thresholds in `Thresholds`, all overrida
 
 Every finding cites the values it was computed from (``evidence``); a value DataFusion did not
 record, or a column missing from an older store, never produces a finding.
-``plan_changed_and_slower`` (issue 12) needs ``plan_shape_hash``, which is not recorded yet:
-it is not computed.
+
+``plan_changed_and_slower`` needs history: among the store's executions of the same query
+(``plan_hash``) the plan shape (``plan_shape_hash``) changed and the new shape's median time is
+>= 1.2 x the previous shape's, each shape with >= 3 executions (`datafusion_otel._plan_change`).
+Only `run_findings` (a store) computes it; `find` (one run's rows) and the findings recorded
+when a run ends do not.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "Thresholds",
     "find",
     "findings_table",
+    "plan_change_findings",
     "plan_lines",
     "run_findings",
 ]
@@ -57,8 +62,9 @@ KINDS = (
     "row_explosion",
     "filter_drops_most",
     "poor_pruning",
+    "plan_changed_and_slower",
 )
-"""Every finding kind computed."""
+"""Every finding kind computed (the last only from a store's history, by `run_findings`)."""
 SEVERITIES = ("critical", "warning", "info")
 """Severities, most severe first."""
 
@@ -83,6 +89,9 @@ class Thresholds:
         filter_min_input_rows: Minimum filter input rows for ``filter_drops_most``.
         pruning_kept_fraction: Share of tested row groups / pages kept for ``poor_pruning``.
         pruning_min_total: Minimum row groups / pages tested for ``poor_pruning``.
+        plan_change_ratio: New shape's median time / previous shape's for
+            ``plan_changed_and_slower``.
+        plan_change_min_runs: Minimum executions of each shape for ``plan_changed_and_slower``.
     """
 
     slow_info: float = 0.10
@@ -97,6 +106,8 @@ class Thresholds:
     filter_min_input_rows: int = 1_000
     pruning_kept_fraction: float = 0.90
     pruning_min_total: int = 2
+    plan_change_ratio: float = 1.20
+    plan_change_min_runs: int = 3
 
 
 def _finding(
@@ -430,6 +441,9 @@ def run_findings(
 ) -> list[dict[str, Any]]:
     """Return the findings of one run of a `datafusion_otel.store.RunStore`.
 
+    The run's own findings (`find`) plus ``plan_changed_and_slower``, computed from the store's
+    history of the run's queries (`plan_change_findings`).
+
     Args:
         store: The run store.
         run_id: Run id or a unique prefix.
@@ -438,8 +452,31 @@ def run_findings(
     Raises:
         StoreError: If the run is not in the store.
     """
+    limits = thresholds or Thresholds()
     details = store.run(run_id)
-    return find(details.operator_metrics, details.plan_artifacts, thresholds=thresholds)
+    found = find(details.operator_metrics, details.plan_artifacts, thresholds=limits)
+    found.extend(plan_change_findings(store, str(details.run["run_id"]), limits))
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    found.sort(key=lambda f: rank.get(str(f["severity"]), len(rank)))
+    return found
+
+
+def plan_change_findings(
+    store: Any, run_id: str, thresholds: Thresholds | None = None
+) -> list[dict[str, Any]]:
+    """Return the ``plan_changed_and_slower`` findings of one run (from the store's history).
+
+    Args:
+        store: The run store.
+        run_id: Run id or a unique prefix.
+        thresholds: Thresholds (default `Thresholds()`).
+
+    Raises:
+        StoreError: If the run is not in the store.
+    """
+    from datafusion_otel._plan_change import plan_change_findings as compute
+
+    return compute(store, store.resolve_run_id(run_id), thresholds or Thresholds())
 
 
 def findings_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:

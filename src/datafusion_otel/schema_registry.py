@@ -20,6 +20,14 @@ Tables (each schema carries its table name under the ``table_name`` metadata key
   - ``artifact_errors``: JSON object, artifact name -> error text, for every artifact that
     could not be captured.
   - ``capture_duration_ms``: time spent capturing artifacts.
+  - ``plan_shape_hash``: sha256 of the physical plan's operator tree (definition v1,
+    `datafusion_otel._plan_shape`): per operator in pre-order its depth, name and the strategy
+    details that do not depend on the data (join mode and type, aggregate mode, repartitioning
+    kind, sort TopK / preserve_partitioning, scan file type), with no expression, literal,
+    file path or partition count; round-robin repartitions are left out. It changes when
+    DataFusion picks another join, order or strategy, not when the data or
+    ``target_partitions`` change (at least 2: with 1 DataFusion drops the repartitions).
+    Null when no physical plan was captured, and in older stores.
 * ``DATAFUSION_OPERATOR_METRICS_V1`` (``datafusion_operator_metrics_v1``): one row per
   physical operator and partition, from the executed plan's metrics. Values DataFusion does
   not report are null, never 0. Columns added later (nullable, null in older stores):
@@ -38,7 +46,8 @@ Tables (each schema carries its table name under the ``table_name`` metadata key
   - ``operator_path`` / ``operator_name``: the operator (``"0.1"``...), null for a query.
   - ``partition``: the partition named by a ``partition_skew`` finding, else null.
   - ``kind``: ``slow_operator``, ``partition_skew``, ``spill``, ``row_explosion``,
-    ``filter_drops_most`` or ``poor_pruning``.
+    ``filter_drops_most``, ``poor_pruning`` or ``plan_changed_and_slower`` (computed from a
+    store's history only, never recorded when a run ends).
   - ``severity``: ``info``, ``warning`` or ``critical``.
   - ``message``: one human sentence citing the figures.
   - ``measured_value`` / ``threshold``: the figure compared and the threshold it crossed.
@@ -121,6 +130,7 @@ DATAFUSION_PLAN_ARTIFACTS_V1: pa.Schema = _named(
         pa.field("plan_executed", pa.bool_(), nullable=True),
         pa.field("artifact_errors", pa.string(), nullable=True),
         pa.field("capture_duration_ms", pa.float64(), nullable=True),
+        pa.field("plan_shape_hash", pa.string(), nullable=True),
     ],
 )
 

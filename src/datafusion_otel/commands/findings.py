@@ -3,7 +3,8 @@
 * ``findings [RUN_ID | --label L]``: the findings of a run (default: the most recent run; with
   ``--label``, the most recent run with that label), see `datafusion_otel.findings`: the rows
   recorded when the run ended (``datafusion_findings_v1``) when there are any, else computed
-  from the run's operator metrics now.
+  from the run's operator metrics now; plus ``plan_changed_and_slower``, always computed now
+  from the store's history (the recorded rows never hold it: they see one run).
 * ``report RUN_ID [-o FILE]``: the run's offline HTML profile (`datafusion_otel.report`),
   written to ``FILE`` (default ``run-<first 12 hex of the id>.html``).
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 from datafusion_otel.commands.browse import open_store, trace_url_template
 from datafusion_otel.commands.render import print_json, print_table
-from datafusion_otel.findings import run_findings
+from datafusion_otel.findings import SEVERITIES, plan_change_findings, run_findings
 from datafusion_otel.report import render
 from datafusion_otel.store import RunStore, StoreError
 
@@ -58,10 +59,14 @@ def findings(args: argparse.Namespace) -> int:
     store = open_store(args)
     run_id = _run_id(store, args)
     rows = store.stored_findings(run_id)
-    source = "recorded when the run ended"
-    if not rows:
+    source = "recorded when the run ended; plan changes computed from the store's history"
+    if rows:
+        rows.extend(plan_change_findings(store, run_id))
+        rank = {s: i for i, s in enumerate(SEVERITIES)}
+        rows.sort(key=lambda f: rank.get(str(f["severity"]), len(rank)))
+    else:
         rows = run_findings(store, run_id)
-        source = "computed from the stored metrics"
+        source = "computed from the stored metrics and the store's history"
     if args.json:
         print_json(rows)
     else:
