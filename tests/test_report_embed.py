@@ -126,3 +126,14 @@ def test_notebook_profile_is_a_scoped_fragment() -> None:
         assert "&lt;i&gt;nb" in text
         ids.append(page.ids())
     assert not ids[0] & ids[1]
+
+
+def test_sql_help_lists_every_store_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """``datafusion-otel sql --help`` names every table the store registers (findings too)."""
+    from datafusion_otel.cli import main
+    from datafusion_otel.store.run_store import STORE_TABLES
+
+    assert main(["sql", "--help"]) == 0
+    listed = " ".join(capsys.readouterr().out.split()).split("tables: ", 1)[1]
+    for name in (*STORE_TABLES, "artifacts"):
+        assert re.search(rf"\b{name}\b", listed), name

@@ -5,9 +5,13 @@ source (a `DiagnosticsCollector`, older stores). The page holds the run header (
 to the trace when ``$DATAFUSION_OTEL_TRACE_URL`` is set), the findings, and per query the
 stored (sanitized) SQL, the physical plan as a nested tree (``<details>``, readable without
 JavaScript) and a sortable grid with each operator's own and inclusive time, share of the
-query, rows, bytes, spills and per-partition min / median / max time and rows, finding badges,
-a timeline of operators per partition (bars placed with CSS from DataFusion's per-partition
-start and end timestamps), and the logical and optimized plans. CSS and JavaScript are inline
+query, rows, bytes, spills, spilled bytes, per-partition min / median / max time and rows,
+a Parquet scan's row groups and pages matched of those tested, finding badges, a timeline of
+operators per partition (bars placed with CSS from DataFusion's per-partition start and end
+timestamps), the logical and optimized plans and any ``artifact_errors``. A query with plan
+artifacts and no operator metrics (one that failed while executing) still gets its section.
+``render_rows(..., embed=True)`` gives the notebook form: a fragment whose CSS is scoped under
+``.dfotel-profile`` and whose ids are prefixed per run. CSS and JavaScript are inline
 (the script only sorts the grids); nothing is loaded from the network. Every text from the
 store is HTML-escaped; a value that was not recorded shows as "not recorded".
 """

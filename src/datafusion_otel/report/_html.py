@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from datafusion_otel.findings import plan_lines
-from datafusion_otel.profile import OperatorProfile, QueryProfile
+from datafusion_otel.profile import SCAN_TIME_METRIC, OperatorProfile, QueryProfile
 from datafusion_otel.report._assets import PAGE_STYLE, SCOPE, STYLE, script
 from datafusion_otel.report._gantt import timeline
 
@@ -102,15 +102,38 @@ def _findings(findings: Sequence[Mapping[str, Any]]) -> str:
     return f'<table class="findings"><thead>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
+def _is_scan(op: OperatorProfile) -> bool:
+    """A Parquet scan: it recorded pruning counters or the scan's own-time metric."""
+    return SCAN_TIME_METRIC in op.metrics or any(
+        k.startswith("pruning_") and v is not None for k, v in op.metrics.items()
+    )
+
+
+def _pruning(op: OperatorProfile) -> str:
+    """``row groups matched/total · pages matched/total`` of a Parquet scan ("" otherwise)."""
+    if not _is_scan(op):
+        return ""
+    parts = []
+    for unit, key in (("row groups", "row_groups"), ("pages", "pages")):
+        matched = op.metrics.get(f"pruning_{key}_matched")
+        tested = op.metrics.get(f"pruning_{key}_total")
+        value = _nr() if matched is None or tested is None else f"{matched:,} / {tested:,}"
+        parts.append(f"{unit} matched/total {value}")
+    return " · ".join(parts)
+
+
 def _figures(op: OperatorProfile, total: int | None) -> str:
     share = _share(op, total)
     bar = "" if share is None else f'<span class="bar" style="width:{share * 100:.0f}px"></span>'
     spills = _nr() if op.spill_count is None else f"{op.spill_count:,}"
+    pruning = _pruning(op)
     return (
         f"{bar}own {_ms(op.own_ns)} · incl. {_ms(op.inclusive_ns)} · "
         f"{_nr() if share is None else f'{share:.1%}'} of query · rows {_num(op.output_rows)} · "
-        f"bytes {_num(op.output_bytes)} · spills {spills} · partition time min/med/max "
+        f"bytes {_num(op.output_bytes)} · spills {spills} · spilled bytes "
+        f"{_num(op.spilled_bytes)} · partition time min/med/max "
         f"{_spread(op.time_spread(), True)} · rows min/med/max {_spread(op.rows_spread(), False)}"
+        + (f" · {pruning}" if pruning else "")
     )
 
 
@@ -145,6 +168,8 @@ def _grid(query: QueryProfile, by_op: Mapping[str, list[Mapping[str, Any]]]) -> 
         "rows",
         "bytes",
         "spills",
+        "spilled bytes",
+        "pruning",
         "partition time min/med/max",
         "partition rows min/med/max",
         "findings",
@@ -161,6 +186,8 @@ def _grid(query: QueryProfile, by_op: Mapping[str, list[Mapping[str, Any]]]) -> 
             (op.output_rows, _num(op.output_rows)),
             (op.output_bytes, _num(op.output_bytes)),
             (op.spill_count, _num(op.spill_count)),
+            (op.spilled_bytes, _num(op.spilled_bytes)),
+            (None, _pruning(op)),
             (None, _spread(op.time_spread(), True)),
             (None, _spread(op.rows_spread(), False)),
             (None, _badges(by_op.get(op.path, []))),
