@@ -4,6 +4,7 @@ network, store texts are escaped, and values an older store lacks show as "not r
 
 from __future__ import annotations
 
+import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -92,6 +93,18 @@ class TestParsed:
         _no_remote_loads(page)
         assert "<script>" in text and "<style>" in text  # inline only
 
+    def test_spilled_bytes_and_pruning_shown(self, runs: tuple[Path, dict[str, str]]) -> None:
+        store, ids = runs
+        for name, column, label in (
+            ("spill", "spilled_bytes", "spilled bytes"),
+            ("poor_pruning", "pruning_row_groups_total", "row groups matched/total"),
+        ):
+            rows = RunStore(store).run(ids[name]).operator_metrics
+            assert any((r.get(column) or 0) > 0 for r in rows), column
+            visible = "".join(_parse(render(ids[name], store=store)).text)
+            shown = re.findall(rf"{label} ([0-9,]+)", visible)
+            assert shown and any(v.split(",")[0] != "0" for v in shown), (label, shown)
+
     def test_markup_label_is_text(self, runs: tuple[Path, dict[str, str]]) -> None:
         store, ids = runs
         text = render(ids["markup"], store=RunStore(store))
@@ -147,7 +160,9 @@ def test_older_store_shows_not_recorded(tmp_path: Path) -> None:
         pq.write_table(table.select(keep), path)
     text = render(run_id, store=store)
     visible = "".join(_parse(text).text)
-    assert f"spills {NOT_RECORDED}" in visible
+    assert f"spills {NOT_RECORDED}" in visible and f"spilled bytes {NOT_RECORDED}" in visible
+    assert f"row groups matched/total {NOT_RECORDED}" in visible  # the Parquet scan
+    assert f"pages matched/total {NOT_RECORDED}" in visible
     # the metrics pruning and spill findings need are gone: no such finding, never a guess (a
     # timing-based finding such as slow_operator may still appear on a loaded machine)
     findings = text.split("Findings (", 1)[1].split('class="query"', 1)[0]

@@ -33,7 +33,7 @@ class _Bars(HTMLParser):
         found = dict(attrs)
         self.tags.append((tag, found))
         if tag == "section" and found.get("class") == "query":
-            self.section = found.get("id")
+            self.section = (found.get("id") or "").rsplit("-", 1)[-1]  # dfotel-<run>-q<n>
         if "data-gantt" in found:
             self.bars[f"{self.section}/{found['data-gantt']}"] = {
                 k: v or "" for k, v in found.items()

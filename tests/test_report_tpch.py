@@ -42,7 +42,9 @@ def test_one_section_per_query_with_its_own_plan_and_sql(tpch_run: tuple[Path, s
         executions.setdefault(key, set()).add(row["operator_path"])
     assert len(executions) >= 22
     text = render(run_id, store=store)
-    sections = re.findall(r'<section class="query" id="q\d+">(.*?)</section>', text, re.S)
+    sections = re.findall(
+        r'<section class="query" id="dfotel-[0-9a-f]+-q\d+">(.*?)</section>', text, re.S
+    )
     assert len(sections) == len(executions)
     sql_texts = [re.search(r"</h3><pre>(.*?)</pre>", s, re.S) for s in sections]
     assert all(sql_texts)

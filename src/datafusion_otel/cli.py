@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_TABLES = ("runs", "plan_artifacts", "operator_metrics", "cache_state", "artifacts")
+_TABLES = ("runs", "plan_artifacts", "operator_metrics", "cache_state", "artifacts", "findings")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,14 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["OperatorProfile", "QueryProfile", "as_rows", "other_metrics", "query_profiles"]
+__all__ = [
+    "OperatorProfile",
+    "QueryProfile",
+    "as_rows",
+    "other_metrics",
+    "plan_only_profiles",
+    "query_profiles",
+]
 
 SCAN_TIME_METRIC = "time_elapsed_processing"
 """The own time of a Parquet scan (in ``other_metrics``)."""
@@ -245,3 +252,38 @@ def query_profiles(
             )
         query.plan_artifacts = _plan_for(artifacts, query, event_time)
     return list(queries.values())
+
+
+_ROW_KEYS = ("run_id", "span_id", "plan_hash", "event_time_unix_ms")
+
+
+def plan_only_profiles(
+    queries: Sequence[QueryProfile],
+    plan_artifacts: pa.Table | Iterable[Mapping[str, Any]] | None,
+) -> list[QueryProfile]:
+    """Return a profile without operators for each plan-artifacts row no query matched.
+
+    A query that failed while executing (or whose metrics were not captured) leaves a
+    DATAFUSION_PLAN_ARTIFACTS_V1 row and no operator-metrics rows; it still has its SQL and
+    plans. Each such row gives a `QueryProfile` with no operators and the row as its
+    ``plan_artifacts``.
+
+    Args:
+        queries: The profiles `query_profiles` built (their matched rows are skipped).
+        plan_artifacts: DATAFUSION_PLAN_ARTIFACTS_V1 rows.
+
+    Returns:
+        The unmatched rows' profiles, in row order.
+    """
+    used = {
+        tuple(q.plan_artifacts.get(k) for k in _ROW_KEYS)
+        for q in queries
+        if q.plan_artifacts is not None
+    }
+    extra: list[QueryProfile] = []
+    for row in as_rows(plan_artifacts):
+        if tuple(row.get(k) for k in _ROW_KEYS) in used:
+            continue
+        extra.append(QueryProfile(row.get("run_id"), row.get("span_id"), row.get("plan_hash"),
+                                  plan_artifacts=dict(row)))  # fmt: skip
+    return extra

@@ -5,9 +5,13 @@ source (a `DiagnosticsCollector`, older stores). The page holds the run header (
 to the trace when ``$DATAFUSION_OTEL_TRACE_URL`` is set), the findings, and per query the
 stored (sanitized) SQL, the physical plan as a nested tree (``<details>``, readable without
 JavaScript) and a sortable grid with each operator's own and inclusive time, share of the
-query, rows, bytes, spills and per-partition min / median / max time and rows, finding badges,
-a timeline of operators per partition (bars placed with CSS from DataFusion's per-partition
-start and end timestamps), and the logical and optimized plans. CSS and JavaScript are inline
+query, rows, bytes, spills, spilled bytes, per-partition min / median / max time and rows,
+a Parquet scan's row groups and pages matched of those tested, finding badges, a timeline of
+operators per partition (bars placed with CSS from DataFusion's per-partition start and end
+timestamps), the logical and optimized plans and any ``artifact_errors``. A query with plan
+artifacts and no operator metrics (one that failed while executing) still gets its section.
+``render_rows(..., embed=True)`` gives the notebook form: a fragment whose CSS is scoped under
+``.dfotel-profile`` and whose ids are prefixed per run. CSS and JavaScript are inline
 (the script only sorts the grids); nothing is loaded from the network. Every text from the
 store is HTML-escaped; a value that was not recorded shows as "not recorded".
 """
@@ -21,8 +25,8 @@ from typing import Any
 
 from datafusion_otel import attributes as attr
 from datafusion_otel.findings import Thresholds, find
-from datafusion_otel.profile import as_rows, query_profiles
-from datafusion_otel.report._html import NOT_RECORDED, page
+from datafusion_otel.profile import as_rows, plan_only_profiles, query_profiles
+from datafusion_otel.report._html import NOT_RECORDED, fragment, page
 
 __all__ = ["NOT_RECORDED", "render", "render_rows", "trace_link"]
 
@@ -51,6 +55,7 @@ def render_rows(
     cache_state: Iterable[Mapping[str, Any]] = (),
     thresholds: Thresholds | None = None,
     trace_url: str | None = None,
+    embed: bool = False,
 ) -> str:
     """Return the HTML profile of one run given its rows.
 
@@ -61,11 +66,16 @@ def render_rows(
         cache_state: Its DATAFUSION_CACHE_STATE_V1 rows.
         thresholds: Finding thresholds (default `Thresholds()`).
         trace_url: Link to the run's trace (shown in the header), or None.
+        embed: Return a fragment to embed in another page (a notebook) instead of a whole
+            document: one ``<div class="dfotel-profile" id="dfotel-<run id>">`` whose CSS
+            is scoped under ``.dfotel-profile`` and whose element ids are prefixed per run.
     """
     metrics, artifacts = as_rows(operator_metrics), as_rows(plan_artifacts)
     findings = find(metrics, artifacts, thresholds=thresholds)
     queries = query_profiles(metrics, artifacts)
-    return page(run, queries, findings, cache_state=as_rows(cache_state), trace_url=trace_url)
+    queries += plan_only_profiles(queries, artifacts)  # e.g. a query failing at execution
+    build = fragment if embed else page
+    return build(run, queries, findings, cache_state=as_rows(cache_state), trace_url=trace_url)
 
 
 def render(

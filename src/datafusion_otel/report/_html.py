@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from datafusion_otel.findings import plan_lines
-from datafusion_otel.profile import OperatorProfile, QueryProfile
-from datafusion_otel.report._assets import SCRIPT, STYLE
+from datafusion_otel.profile import SCAN_TIME_METRIC, OperatorProfile, QueryProfile
+from datafusion_otel.report._assets import PAGE_STYLE, SCOPE, STYLE, script
 from datafusion_otel.report._gantt import timeline
 
-__all__ = ["NOT_RECORDED", "page"]
+__all__ = ["NOT_RECORDED", "fragment", "page", "root_id"]
 
 NOT_RECORDED = "not recorded"
 """Shown for every value DataFusion (or an older store) did not record."""
@@ -101,15 +102,38 @@ def _findings(findings: Sequence[Mapping[str, Any]]) -> str:
     return f'<table class="findings"><thead>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
+def _is_scan(op: OperatorProfile) -> bool:
+    """A Parquet scan: it recorded pruning counters or the scan's own-time metric."""
+    return SCAN_TIME_METRIC in op.metrics or any(
+        k.startswith("pruning_") and v is not None for k, v in op.metrics.items()
+    )
+
+
+def _pruning(op: OperatorProfile) -> str:
+    """``row groups matched/total · pages matched/total`` of a Parquet scan ("" otherwise)."""
+    if not _is_scan(op):
+        return ""
+    parts = []
+    for unit, key in (("row groups", "row_groups"), ("pages", "pages")):
+        matched = op.metrics.get(f"pruning_{key}_matched")
+        tested = op.metrics.get(f"pruning_{key}_total")
+        value = _nr() if matched is None or tested is None else f"{matched:,} / {tested:,}"
+        parts.append(f"{unit} matched/total {value}")
+    return " · ".join(parts)
+
+
 def _figures(op: OperatorProfile, total: int | None) -> str:
     share = _share(op, total)
     bar = "" if share is None else f'<span class="bar" style="width:{share * 100:.0f}px"></span>'
     spills = _nr() if op.spill_count is None else f"{op.spill_count:,}"
+    pruning = _pruning(op)
     return (
         f"{bar}own {_ms(op.own_ns)} · incl. {_ms(op.inclusive_ns)} · "
         f"{_nr() if share is None else f'{share:.1%}'} of query · rows {_num(op.output_rows)} · "
-        f"bytes {_num(op.output_bytes)} · spills {spills} · partition time min/med/max "
+        f"bytes {_num(op.output_bytes)} · spills {spills} · spilled bytes "
+        f"{_num(op.spilled_bytes)} · partition time min/med/max "
         f"{_spread(op.time_spread(), True)} · rows min/med/max {_spread(op.rows_spread(), False)}"
+        + (f" · {pruning}" if pruning else "")
     )
 
 
@@ -144,6 +168,8 @@ def _grid(query: QueryProfile, by_op: Mapping[str, list[Mapping[str, Any]]]) -> 
         "rows",
         "bytes",
         "spills",
+        "spilled bytes",
+        "pruning",
         "partition time min/med/max",
         "partition rows min/med/max",
         "findings",
@@ -160,6 +186,8 @@ def _grid(query: QueryProfile, by_op: Mapping[str, list[Mapping[str, Any]]]) -> 
             (op.output_rows, _num(op.output_rows)),
             (op.output_bytes, _num(op.output_bytes)),
             (op.spill_count, _num(op.spill_count)),
+            (op.spilled_bytes, _num(op.spilled_bytes)),
+            (None, _pruning(op)),
             (None, _spread(op.time_spread(), True)),
             (None, _spread(op.rows_spread(), False)),
             (None, _badges(by_op.get(op.path, []))),
@@ -184,7 +212,38 @@ def _text_block(title: str, text: object) -> str:
     return f"<details><summary>{title}</summary><pre>{_e(text)}</pre></details>"
 
 
-def _query(index: int, query: QueryProfile, findings: Sequence[Mapping[str, Any]]) -> str:
+def _errors(artifacts: Mapping[str, Any]) -> str:
+    """The artifacts that could not be captured (``artifact_errors``), escaped."""
+    raw = artifacts.get("artifact_errors")
+    if not isinstance(raw, str) or not raw.strip():
+        return ""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        return f"<h3>Artifact errors</h3><pre>{_e(raw)}</pre>"
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in parsed.items())
+    return (
+        '<h3>Artifact errors</h3><table class="errors"><tr><th>artifact</th><th>error</th></tr>'
+        f"{rows}</table>"
+    )
+
+
+def _operators(query: QueryProfile, lines: Mapping[str, str], by_op: Any) -> str:
+    if not query.operators:
+        return f"<h3>Operators</h3><p>Operator metrics: {_nr()}</p>"
+    roots = [p for p in query.operators if "." not in p] or list(query.operators)[:1]
+    tree = "".join(_tree(query, root, lines, by_op) for root in roots)
+    return (
+        f'<h3>Physical plan</h3><div class="tree">{tree}</div>'
+        f"<h3>Operators</h3>{_grid(query, by_op)}"
+    )
+
+
+def _query(
+    index: int, query: QueryProfile, findings: Sequence[Mapping[str, Any]], prefix: str
+) -> str:
     artifacts = query.plan_artifacts or {}
     physical = artifacts.get("physical_plan")
     lines = plan_lines(physical) if isinstance(physical, str) else {}
@@ -197,21 +256,19 @@ def _query(index: int, query: QueryProfile, findings: Sequence[Mapping[str, Any]
     for finding in mine:
         by_op.setdefault(str(finding.get("operator_path")), []).append(finding)
     sql = artifacts.get("sql")
-    roots = [p for p in query.operators if "." not in p] or list(query.operators)[:1]
-    tree = "".join(_tree(query, root, lines, by_op) for root in roots)
     return (
-        f'<section class="query" id="q{index}"><h2>Query {index}</h2>'
+        f'<section class="query" id="{prefix}q{index}"><h2>Query {index}</h2>'
         f"<p>span {_e(query.span_id or NOT_RECORDED)} · plan_hash "
         f"{_e(query.plan_hash or NOT_RECORDED)} · query time (sum of own times) "
         f"{_ms(query.total_ns)}</p>"
         f"<h3>SQL ({_e(artifacts.get('sql_text_policy') or 'sanitized')})</h3>"
         + (f"<pre>{_e(sql)}</pre>" if isinstance(sql, str) else f"<p>{_nr()}</p>")
-        + f'<h3>Physical plan</h3><div class="tree">{tree}</div>'
-        + f"<h3>Operators</h3>{_grid(query, by_op)}"
+        + _operators(query, lines, by_op)
         + timeline(query, NOT_RECORDED)
         + _text_block("Logical plan", artifacts.get("logical_plan"))
         + _text_block("Optimized logical plan", artifacts.get("optimized_plan"))
         + _text_block("Physical plan text", physical)
+        + _errors(artifacts)
         + "</section>"
     )
 
@@ -230,6 +287,53 @@ def _caches(cache_state: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def root_id(run_id: object) -> str:
+    """The wrapper id of a run's profile: ``dfotel-<run id>`` (safe characters only)."""
+    return "dfotel-" + re.sub(r"[^A-Za-z0-9_-]", "_", str(run_id))
+
+
+def _body(
+    run: Mapping[str, Any],
+    queries: Sequence[QueryProfile],
+    findings: Sequence[Mapping[str, Any]],
+    cache_state: Sequence[Mapping[str, Any]],
+    trace_url: str | None,
+    style: str = "",
+) -> str:
+    """The wrapper ``<div>`` holding the whole profile (``style`` first, its script last)."""
+    wrapper = root_id(run.get("run_id"))
+    prefix = wrapper + "-"
+    body = (
+        f"<h1>Run profile: {_e(run.get('label'))}</h1>{_header(run, trace_url)}"
+        f"<h2>Findings ({len(findings)})</h2>{_findings(findings)}"
+        + (
+            "".join(_query(i, q, findings, prefix) for i, q in enumerate(queries, 1))
+            or f"<p>Queries: {_nr()}</p>"
+        )
+        + _caches(cache_state)
+    )
+    return (
+        f'<div class="{SCOPE}" id="{wrapper}">{style}{body}<script>{script(wrapper)}</script></div>'
+    )
+
+
+def fragment(
+    run: Mapping[str, Any],
+    queries: Sequence[QueryProfile],
+    findings: Sequence[Mapping[str, Any]],
+    *,
+    cache_state: Sequence[Mapping[str, Any]] = (),
+    trace_url: str | None = None,
+) -> str:
+    """Return the profile as an HTML fragment for embedding (a notebook's ``_repr_html_``).
+
+    No ``<html>``/``<body>``: one ``<div class="dfotel-profile" id="dfotel-<run id>">`` with
+    its stylesheet (every selector under ``.dfotel-profile``), element ids prefixed with the
+    wrapper id, and a script that sorts only the grids inside the wrapper.
+    """
+    return _body(run, queries, findings, cache_state, trace_url, f"<style>{STYLE}</style>")
+
+
 def page(
     run: Mapping[str, Any],
     queries: Sequence[QueryProfile],
@@ -238,19 +342,11 @@ def page(
     cache_state: Sequence[Mapping[str, Any]] = (),
     trace_url: str | None = None,
 ) -> str:
-    """Return the whole self-contained HTML page of one run."""
+    """Return the whole self-contained HTML page of one run (the fragment in a document)."""
     title = f"datafusion-otel run {run.get('label')} ({run.get('run_id')})"
-    body = (
-        f"<h1>Run profile: {_e(run.get('label'))}</h1>{_header(run, trace_url)}"
-        f"<h2>Findings ({len(findings)})</h2>{_findings(findings)}"
-        + (
-            "".join(_query(i, q, findings) for i, q in enumerate(queries, 1))
-            or f"<p>Operator metrics: {_nr()}</p>"
-        )
-        + _caches(cache_state)
-    )
+    inner = _body(run, queries, findings, cache_state, trace_url)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head>"
-        f"<body>{body}<script>{SCRIPT}</script></body></html>"
+        f"<title>{_e(title)}</title><style>{PAGE_STYLE}{STYLE}</style></head>"
+        f"<body>{inner}</body></html>"
     )

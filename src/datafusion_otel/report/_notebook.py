@@ -34,6 +34,10 @@ def _rows(sink: Any, run_id: str) -> tuple[list[Any], list[Any], list[Any]] | No
 def run_html(run: Any) -> str | None:
     """Return the HTML profile of a finished run, or None (running, or rows not reachable).
 
+    The profile is a fragment (``render_rows(..., embed=True)``): its CSS is scoped under
+    ``.dfotel-profile`` and its ids are prefixed per run, so it neither restyles the notebook
+    nor collides with another run's profile.
+
     The rows are read from the run's own sink: a `DiagnosticsCollector`'s rows, or the store
     folder of a `ParquetSink` (flushed first). Never raises: a failure logs and gives None,
     so a notebook falls back to the run's plain ``repr``.
@@ -47,7 +51,7 @@ def run_html(run: Any) -> str | None:
         metrics, artifacts, caches = found if found is not None else ([], [], [])
         return render_rows(
             run.payload(), metrics, artifacts, cache_state=caches,
-            trace_url=trace_link(run.run_id),
+            trace_url=trace_link(run.run_id), embed=True,
         )  # fmt: skip
     except Exception:
         _LOG.warning("could not render the profile of run %s", run.run_id, exc_info=True)
