@@ -204,3 +204,37 @@ def test_instrument_warns_once_without_an_sdk_provider(setup: str, warned: int) 
     assert done.returncode == 0, done.stderr
     assert "{'x': [1]}" in done.stdout
     assert done.stderr.count("datafusion-otel[instrument]") == warned, done.stderr
+
+
+def test_grouping_sets_with_capture_finish(tmp_path) -> None:
+    """DataFusion's own test_grouping_set_single_column hung under capture: the literal walk
+    branched exponentially through GroupingSet's expressions. It now ends (over its node budget
+    the plan texts are withheld) and the result is the plain one. Run in a child process so a
+    regression fails by timeout instead of hanging the suite."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from datafusion import SessionContext, column, functions as f
+        from datafusion.expr import GroupingSet
+        from opentelemetry.sdk.trace import TracerProvider
+        from datafusion_otel import DataFusionInstrumentor
+        DataFusionInstrumentor().instrument(
+            tracer_provider=TracerProvider(), capture_plan_artifacts=True
+        )
+        ctx = SessionContext()
+        df = ctx.from_pydict({"a": [1, 1, 2], "b": [10, 20, 30]})
+        for grouping in (GroupingSet.rollup(column("a")), GroupingSet.cube(column("a"))):
+            result = df.aggregate(
+                [grouping], [f.sum(column("b")).alias("s"), f.grouping(column("a"))]
+            ).sort(column("a").sort(ascending=True, nulls_first=False))
+            print(sorted(result.to_pydict()["s"]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["[30, 30, 60]", "[30, 30, 60]"]

@@ -44,6 +44,14 @@ __all__ = [
 ]
 
 _MAX_DEPTH = 200
+_MAX_NODES = 20_000
+"""Most plan nodes, expressions and values one walk visits: some expression variants (grouping
+sets) hand back expressions that lead to themselves, and without a budget the walk branched
+exponentially and never ended. Over budget the walk is incomplete: the texts are withheld."""
+
+
+class _OverBudget(Exception):
+    """The walk visited `_MAX_NODES` nodes."""
 _SKIP_METHODS = frozenset({
     "schema", "display", "display_indent", "display_indent_schema", "display_graphviz",
     "to_bytes", "to_proto", "from_bytes", "from_proto", "to_variant", "inputs", "input",
@@ -109,8 +117,15 @@ class _Walker:
     def __init__(self, found: PlanLiterals) -> None:
         self.found = found
         self.opaque = False
+        self.visited = 0
+
+    def _visit(self) -> None:
+        self.visited += 1
+        if self.visited > _MAX_NODES:
+            raise _OverBudget
 
     def plan(self, plan: Any, depth: int) -> None:
+        self._visit()
         if depth > _MAX_DEPTH:
             self.found.complete = False
             return
@@ -157,6 +172,7 @@ class _Walker:
             self.value(result, depth + 1)
 
     def value(self, result: Any, depth: int) -> None:
+        self._visit()
         if depth > _MAX_DEPTH:
             self.found.complete = False
             return
@@ -184,6 +200,7 @@ class _Walker:
     def expr(self, raw: Any, depth: int) -> None:
         from datafusion.expr import Expr
 
+        self._visit()
         expr = raw if isinstance(raw, Expr) else Expr(raw)
         kind = str(expr.rex_type()).rsplit(".", 1)[-1]
         if kind == "Literal":
