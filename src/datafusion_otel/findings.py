@@ -317,11 +317,18 @@ def _scan_below(lines: dict[str, str], path: str) -> str | None:
     return None
 
 
-def _filters(query: QueryProfile, t: Thresholds) -> list[dict[str, Any]]:
+def _physical_lines(query: QueryProfile) -> dict[str, str]:
+    """Operator path -> display line of the query's stored physical plan ({} when none)."""
     plan = (query.plan_artifacts or {}).get("physical_plan")
     if not isinstance(plan, str) or not plan.strip():
+        return {}
+    return plan_lines(plan)
+
+
+def _filters(query: QueryProfile, t: Thresholds) -> list[dict[str, Any]]:
+    lines = _physical_lines(query)
+    if not lines:
         return []
-    lines = plan_lines(plan)
     out = []
     for op in query.operators.values():
         line = lines.get(op.path, "")
@@ -368,10 +375,9 @@ def _filters(query: QueryProfile, t: Thresholds) -> list[dict[str, Any]]:
 def _pruning(query: QueryProfile, t: Thresholds) -> list[dict[str, Any]]:
     # DataFusion 55 reports "N total -> N matched" for scans WITHOUT a predicate too: only a
     # scan whose plan line shows a predicate can have pruned poorly (no plan text: no finding)
-    plan = (query.plan_artifacts or {}).get("physical_plan")
-    if not isinstance(plan, str) or not plan.strip():
+    lines = _physical_lines(query)
+    if not lines:
         return []
-    lines = plan_lines(plan)
     out = []
     for op in query.operators.values():
         if not _SCAN_PREDICATE.search(lines.get(op.path, "")):
