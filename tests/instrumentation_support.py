@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from datafusion_otel import DataFusionInstrumentor, config, configure
+from datafusion_otel import _capture_queue
 from datafusion_otel import attributes as attr
 from datafusion_otel._stream_latch import run_pending
 
@@ -26,12 +27,15 @@ class Traced:
     instrumentor: DataFusionInstrumentor
 
     def spans(self) -> list[ReadableSpan]:
-        """Finished spans, once the spans of garbage-collected streams have ended.
+        """Finished spans, once the spans of garbage-collected streams have ended and every
+        capture has landed.
 
         Other execution spans end on the calling thread and need no flush; a stream dropped
-        without being closed ends its span from a worker thread (``force_flush`` waits).
+        without being closed ends its span from a worker thread (``force_flush`` waits); plan
+        artifacts arrive on ``datafusion.capture`` spans from the capture worker.
         """
         run_pending()
+        assert _capture_queue.drain(30)
         self.provider.force_flush()
         return list(self.exporter.get_finished_spans())
 

@@ -103,8 +103,9 @@ def test_default_capture_has_cheap_set_and_no_files(tpch_ctx, tmp_path):
     options = DataFusionCompileOptions(artifact_dir=tmp_path)
     _run, sink = _run_query(tpch_ctx, 3, options)
     row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]
-    for column in ("logical_plan", "optimized_plan", "physical_plan", "plan_hash"):
+    for column in ("logical_plan", "physical_plan", "plan_hash", "plan_shape_hash"):
         assert row[column]
+    assert row["optimized_plan"] is None  # re-runs the optimizer: in ALL_ARTIFACTS only
     assert row["join_operators"] == ["HashJoinExec", "HashJoinExec"]
     assert row["substrait_validation_status"] is None
     assert row["explain_rows_artifact_path"] is None

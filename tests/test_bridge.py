@@ -18,7 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import datafusion_otel
+from capture_support import artifact_events
 from datafusion_otel import DiagnosticsCollector, config, tracked_run
+from datafusion_otel import attributes as attr
 from datafusion_otel.bridge import (
     collect_plan_artifacts,
     ibis_to_datafusion,
@@ -282,8 +284,9 @@ def test_span_event_previews_are_cut_with_hash_and_size(exporter):
         sql_to_datafusion(
             sql, ctx=ctx, options=DataFusionCompileOptions(sql_text="raw")
         ).to_arrow_table()
-    root = next(s for s in exporter.get_finished_spans() if s.name == "long")
-    event = next(e for e in root.events if e.name == "datafusion.plan_artifacts")
+    spans = exporter.get_finished_spans()
+    root = next(s for s in spans if s.name == "long")
+    (event,) = artifact_events(spans, root)
     attrs = event.attributes
     full = sql.encode()
     assert len(attrs["datafusion.artifact.sql"].encode()) == 2048
@@ -336,7 +339,7 @@ def test_span_event_limit_warns_and_counts(caplog):
     from datafusion_otel._payloads import payload_stats
 
     memory = InMemorySpanExporter()
-    provider = TracerProvider(span_limits=SpanLimits(max_events=2, max_event_attributes=8))
+    provider = TracerProvider(span_limits=SpanLimits(max_events=1, max_event_attributes=8))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     sink = DiagnosticsCollector()
     datafusion_otel.configure(tracer_provider=provider)
@@ -348,11 +351,15 @@ def test_span_event_limit_warns_and_counts(caplog):
                 for n in range(3):  # 3 queries x (artifacts + operator metrics) events
                     sql_to_datafusion(f"SELECT {n} AS x{n}", ctx=ctx).to_arrow_table()
         after = payload_stats()
-        assert after["event_limit_reached"] >= before["event_limit_reached"] + 4
+        assert after["event_limit_reached"] >= before["event_limit_reached"] + 3
         assert after["attribute_limit_reached"] > before["attribute_limit_reached"]
         assert "limit" in caplog.text
-        root = next(s for s in memory.get_finished_spans() if s.name == "limits")
-        assert len(root.events) == 2  # what the SDK exports: the limit
+        spans = memory.get_finished_spans()
+        root = next(s for s in spans if s.name == "limits")
+        captures = [s for s in spans if s.name == attr.CAPTURE_SPAN]
+        assert len(captures) == 3
+        assert all(len(s.events) == 1 for s in captures)  # what the SDK exports: the limit
+        assert all(s.context.trace_id == root.context.trace_id for s in captures)
         events = sink.events_snapshot()
         assert len(events["datafusion_plan_artifacts_v1"]) == 3  # nothing lost locally
         assert len({r["plan_hash"] for r in events["datafusion_plan_artifacts_v1"]}) == 3

@@ -12,6 +12,7 @@ import pytest
 from datafusion import SessionContext
 
 import datafusion_otel
+from capture_support import artifact_events, settle
 from datafusion_otel import (
     DataFusionInstrumentor,
     DiagnosticsCollector,
@@ -274,10 +275,13 @@ class TestSecondReview:
             rows = sum(b.to_pyarrow().num_rows for b in stream)
         finally:
             instrumentor.uninstrument()
-        (span,) = configured.exporter.get_finished_spans()
+        (span,) = configured.exporter.get_finished_spans()  # ended when the stream did
         assert rows == 2
         assert span.attributes["db.response.returned_rows"] == 2
-        assert [e.name for e in span.events][:1] == ["datafusion.plan_artifacts"]
+        settle()
+        spans = configured.exporter.get_finished_spans()
+        assert [e.name for e in artifact_events(spans, span)] == ["datafusion.plan_artifacts"]
+        datafusion_otel.force_flush()
         assert _one_row(sink)["span_id"] == format(span.context.span_id, "016x")
 
     def test_instrumented_auto_run_gets_compiled_query_artifacts(self, configured):
@@ -289,17 +293,23 @@ class TestSecondReview:
             sql_to_datafusion("SELECT email FROM users", ctx=_users()).collect()
         finally:
             instrumentor.uninstrument()
+        datafusion_otel.force_flush()
         (run_row,) = sink.events_snapshot()["datafusion_runs_v1"]
         assert _one_row(sink)["run_id"] == run_row["run_id"]
 
-    def test_stream_read_after_its_run_is_counted_as_dropped(self, caplog):
+    def test_stream_read_after_its_run_still_reaches_the_run(self, caplog):
+        """Read after its run ended, a stream's artifacts still land: on a capture span of
+        the run's (ended) root, in the run's sink; nothing is dropped."""
         from datafusion_otel._emit import dropped_count
 
         before = dropped_count()
-        with tracked_run(label="early"):
+        sink = DiagnosticsCollector()
+        with tracked_run(label="early", sink=sink) as run:
             stream = sql_to_datafusion("SELECT email FROM users", ctx=_users()).execute_stream()
         list(stream)
-        assert dropped_count() == before + 1
+        datafusion_otel.force_flush()
+        assert dropped_count() == before
+        assert _one_row(sink)["run_id"] == run.run_id
 
     def test_stacktraces_keep_their_line_numbers(self, configured):
         with pytest.raises(KeyError), tracked_run(label="py-bug"):

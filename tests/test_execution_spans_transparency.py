@@ -25,6 +25,7 @@ from opentelemetry.trace import StatusCode
 from datafusion_otel import attributes as attr
 from datafusion_otel import tracked_run
 from datafusion_otel.instrumentation import _execution
+from capture_support import artifact_events
 from instrumentation_support import Traced, instrumented
 
 MODES = ["plain", "span-only", "capture"]
@@ -89,8 +90,7 @@ def test_arrow_c_stream_runs_the_query_when_read_not_when_created(name: str) -> 
             assert span.attributes is not None
             assert span.attributes[attr.DB_RESPONSE_RETURNED_ROWS] == 100
             if name == "capture":
-                events = [e.name for e in span.events]
-                assert attr.PLAN_ARTIFACTS_EVENT in events
+                assert artifact_events(t.spans(), span)
 
 
 def test_arrow_c_stream_with_capture_keeps_operator_metrics() -> None:
@@ -149,7 +149,7 @@ def test_an_interrupt_during_capture_still_ends_the_span(
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_execution, "record_execution_artifacts", interrupted)
+    monkeypatch.setattr(_execution, "schedule_execution_artifacts", interrupted)
     with instrumented(capture_plan_artifacts=True) as t:
         df = _two_partitions()
         calls: dict[str, Callable[[], object]] = {

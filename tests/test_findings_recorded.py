@@ -21,6 +21,7 @@ from datafusion_otel.cli import main
 from datafusion_otel.findings import find, run_findings
 from datafusion_otel.store import RunStore
 from findings_support import capture, context, register_data
+from capture_support import settle
 from instrumentation_support import instrumented
 from otel_state import Handles, handles_fixture  # noqa: F401
 
@@ -185,6 +186,7 @@ def test_rows_of_a_trace_whose_root_is_not_a_run_are_released(data: Path) -> Non
         with tracer.start_as_current_span("app-root"):
             ctx.sql("SELECT k, v FROM ordered WHERE v = 17").to_arrow_table()
             traced.spans()  # the execution span has ended
+            settle()  # and its capture landed
             assert processor._findings  # held while the application's root is open
         datafusion_otel.force_flush(timeout=10)
         assert sink.events_snapshot()[attr.OPERATOR_METRICS_TABLE]

@@ -276,23 +276,32 @@ class TestIbis:
 
 
 class TestCapture:
-    """capture_plan_artifacts hands each executed DataFrame to the bridge, untraced."""
+    """capture_plan_artifacts hands each executed DataFrame to the capture worker."""
 
     @pytest.fixture
     def bridge(self, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls: list[dict[str, Any]] = []
 
-        def record_execution_artifacts(
-            df: DataFrame, *, ctx: Any, span: Any, sql: Any, options: Any, executed: bool
+        def schedule_execution_artifacts(
+            df: DataFrame,
+            *,
+            ctx: Any,
+            span: Any,
+            sql: Any,
+            options: Any,
+            executed: bool,
+            duration_ms: float | None,
         ) -> None:
+            # what the query's thread hands over: the executed plan (a reference)
             metrics = df.execution_plan().collect_metrics() if executed else []
-            df.logical_plan()  # the bridge may run DataFusion calls: never traced
-            ctx.sql("EXPLAIN SELECT 1").collect() if ctx is not None else None
             calls.append(
                 {"executed": executed, "sql": sql, "span": span, "ctx": ctx, "metrics": metrics}
             )
+            assert duration_ms is not None and duration_ms >= 0
 
-        monkeypatch.setattr(_execution, "record_execution_artifacts", record_execution_artifacts)
+        monkeypatch.setattr(
+            _execution, "schedule_execution_artifacts", schedule_execution_artifacts
+        )
         return calls
 
     @pytest.mark.parametrize(

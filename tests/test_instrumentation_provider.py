@@ -27,6 +27,7 @@ from datafusion_otel import (
     bridge,
     tracked_run,
 )
+from datafusion_otel import _capture_queue
 from datafusion_otel import attributes as attr
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
@@ -43,20 +44,25 @@ class Provider:
     provider: TracerProvider
     exporter: InMemorySpanExporter
 
+    def finished(self) -> list[ReadableSpan]:
+        """Finished spans, once the capture worker has attached every pending capture."""
+        assert _capture_queue.drain(30)
+        return list(self.exporter.get_finished_spans())
+
     def names(self) -> list[str]:
-        return [s.name for s in self.exporter.get_finished_spans()]
+        return [s.name for s in self.finished()]
 
     def operators(self) -> list[ReadableSpan]:
         return [
             s
-            for s in self.exporter.get_finished_spans()
+            for s in self.finished()
             if (s.attributes or {}).get(attr.OPERATOR_DERIVED)
         ]
 
     def executions(self) -> list[ReadableSpan]:
         return [
             s
-            for s in self.exporter.get_finished_spans()
+            for s in self.finished()
             if (s.attributes or {}).get(attr.DB_SYSTEM_NAME) == attr.DB_SYSTEM_VALUE
         ]
 
@@ -196,10 +202,11 @@ def test_operator_spans_under_an_unknown_providers_span_are_counted_and_warned(
     """No instrumentor: a compiled frame run under a span of a provider the package never saw."""
     before = bridge.foreign_provider_count()
     with (
-        caplog.at_level(logging.WARNING, logger="datafusion_otel.bridge"),
+        caplog.at_level(logging.WARNING, logger="datafusion_otel.capture"),
         mine.provider.get_tracer("app").start_as_current_span("app-request"),
     ):
         sql_to_datafusion(QUERY, ctx=_context()).collect()
+    assert _capture_queue.drain(30)
     assert bridge.foreign_provider_count() == before + 1
     assert mine.operators() == []  # they went to the provider of runs, and that is told
     if before == 0:

@@ -13,8 +13,8 @@ from datafusion import SessionContext
 
 from datafusion_otel import DiagnosticsCollector, tracked_run
 from datafusion_otel.bridge import sql_to_datafusion
-from datafusion_otel.compile_options import DataFusionCompileOptions
-from datafusion_otel.report import NOT_RECORDED, render
+from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
+from datafusion_otel.report import NOT_CAPTURED, NOT_RECORDED, render
 from datafusion_otel.store import ParquetSink, RunStore
 
 SCOPE = ".dfotel-profile"
@@ -70,7 +70,9 @@ def test_failed_query_shows_its_stored_sql_and_plans(tmp_path: Path) -> None:
     with ParquetSink(tmp_path / "store") as sink:
         with pytest.raises(Exception, match="Cast error"):
             with tracked_run(label="exec-fail", sink=sink) as run:
-                sql_to_datafusion(FAILING, ctx=ctx, options=DataFusionCompileOptions()).collect()
+                sql_to_datafusion(
+                    FAILING, ctx=ctx, options=DataFusionCompileOptions(artifacts=ALL_ARTIFACTS)
+                ).collect()
     store = RunStore(tmp_path / "store")
     details = store.run(run.run_id)
     assert details.run["status"] == "failed"
@@ -137,3 +139,18 @@ def test_sql_help_lists_every_store_table(capsys: pytest.CaptureFixture[str]) ->
     listed = " ".join(capsys.readouterr().out.split()).split("tables: ", 1)[1]
     for name in (*STORE_TABLES, "artifacts"):
         assert re.search(rf"\b{name}\b", listed), name
+
+
+def test_a_plan_text_outside_the_capture_set_is_said_not_captured(tmp_path: Path) -> None:
+    """The default set leaves the optimized plan out (it re-runs the optimizer): the profile
+    says it was not captured, rather than showing an empty block."""
+    ctx = SessionContext()
+    ctx.sql("CREATE TABLE t AS VALUES ('1'), ('2')").collect()
+    with ParquetSink(tmp_path / "store") as sink, tracked_run(label="default", sink=sink) as run:
+        sql_to_datafusion("SELECT column1 FROM t", ctx=ctx).collect()
+    store = RunStore(tmp_path / "store")
+    (artifact,) = list(store.run(run.run_id).plan_artifacts)
+    assert artifact["optimized_plan"] is None and artifact["physical_plan"]
+    visible = "".join(_parse(render(run.run_id, store=store)).text)
+    assert NOT_CAPTURED in visible
+    assert artifact["physical_plan"].strip() in visible

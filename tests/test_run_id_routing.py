@@ -21,6 +21,7 @@ from datafusion_otel import DiagnosticsCollector, _emit, tracked_run
 from datafusion_otel import attributes as attr
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
+from capture_support import artifact_events, settle
 from instrumentation_support import instrumented
 
 SQL = "SELECT k, sum(v) AS total FROM t WHERE v > 15 GROUP BY k"
@@ -66,7 +67,7 @@ def test_worker_thread_without_context_reaches_the_run(configured) -> None:
     _assert_rows_under(sink, run.run_id)
     spans = configured.exporter.get_finished_spans()
     root = next(s for s in spans if s.name == "threaded")
-    assert any(e.name == attr.PLAN_ARTIFACTS_EVENT for e in root.events)
+    assert artifact_events(spans, root)
     ops = [s for s in spans if (s.attributes or {}).get(attr.OPERATOR_DERIVED)]
     assert ops and all(s.context.trace_id == root.context.trace_id for s in ops)
 
@@ -151,7 +152,7 @@ def test_instrumented_worker_execution_span_is_a_child_of_the_run() -> None:
     assert len(collect) == 1
     execution = collect[0]
     assert execution.parent is not None and execution.parent.span_id == root.context.span_id
-    assert any(e.name == attr.PLAN_ARTIFACTS_EVENT for e in execution.events)
+    assert artifact_events(spans, execution)
     ops = [s for s in spans if (s.attributes or {}).get(attr.OPERATOR_DERIVED)]
     assert ops and all(s.context.trace_id == root.context.trace_id for s in ops)
     assert all(s.parent is not None for s in executions)  # no auto run was made in the worker
@@ -201,11 +202,13 @@ def test_after_the_run_ended_rows_go_to_the_hook_and_are_counted(configured, cap
         with ThreadPoolExecutor(1) as pool:
             pool.submit(with_hook.collect).result()
             pool.submit(without_hook.collect).result()
+        settle()
     assert len(received) == 1 and received[0]["run_id"] == run.run_id
     assert _emit.run_ended_count() == before + 2
     artifacts, operators = _rows(sink)
     assert artifacts == [] and operators == []  # nothing after the run's end
-    root = next(s for s in configured.exporter.get_finished_spans() if s.name == "ended")
-    assert not any(e.name == attr.PLAN_ARTIFACTS_EVENT for e in root.events)
+    spans = configured.exporter.get_finished_spans()
+    root = next(s for s in spans if s.name == "ended")
+    assert not artifact_events(spans, root)
     if before == 0:
         assert "after that run ended" in caplog.text

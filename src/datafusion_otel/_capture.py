@@ -108,6 +108,7 @@ def capture_artifacts(
     execution_error: BaseException | None = None,
     allow_real_explain_analyze: bool = False,
     plan_note: str | None = None,
+    plan: Any = None,
 ) -> DataFusionPlanArtifacts:
     """Capture the artifacts of ``df`` that ``options`` asks for.
 
@@ -124,11 +125,15 @@ def capture_artifacts(
         allow_real_explain_analyze: Run a real EXPLAIN ANALYZE for an unexecuted query (only
             for a query that has not run and will not run).
         plan_note: Why the executed plan is not available (for example ``count()``).
+        plan: The executed physical plan, taken when the execution ended (default:
+            ``df.execution_plan()`` now, which is the executed plan unless ``df`` ran again
+            meanwhile).
 
     Returns:
         The artifacts; never raises for a failed artifact.
     """
     started = time.perf_counter()
+    executed_plan = plan
     protect_package_loggers()  # every package logger treats what it writes
     errors = _Errors()
     policy = options.sql_text
@@ -143,20 +148,23 @@ def capture_artifacts(
     logical_text = _attempt(errors, "logical_plan", logical.display_indent) if logical else None
     optimized_text: str | None = None
     optimized: Any = None
-    plan_texts = ("physical_plan", "graphviz", "explain")
-    needs_literals = not raw and (
-        any(options.wants(a) for a in plan_texts) or options.explain_analyze
-    )  # folded constants appear only in the optimized plan: sanitizing needs its literals
-    if options.wants("optimized_plan") or options.wants("substrait") or needs_literals:
+    if options.wants("optimized_plan") or options.wants("substrait"):
         optimized = _attempt(errors, "optimized_plan", df.optimized_logical_plan)
         if optimized is not None:
             optimized_text = _attempt(errors, "optimized_plan", optimized.display_indent)
+    plan_texts = ("physical_plan", "graphviz", "explain")
+    needs_folded = not raw and (
+        any(options.wants(a) for a in plan_texts) or options.explain_analyze
+    )  # folded constants appear only in the optimized (and so the physical) plan
+
+    def folded() -> Any:
+        """The optimized plan, for its folded constants: run once per distinct query."""
+        return _attempt(errors, "optimized_plan", df.optimized_logical_plan)
 
     redactor = None
     if not raw:
-        redactor = query_redactor(
-            (sql, ibis_sql), (logical, optimized), (logical_text, optimized_text)
-        )
+        lazy = optimized if optimized is not None else (folded if needs_folded else None)
+        redactor = query_redactor((sql, ibis_sql), logical, logical_text, lazy)
 
     def text(value: str | None, name: str = "plan") -> str | None:
         """Treat a plan text under the policy ("off" sanitizes plans like "sanitized")."""
@@ -211,12 +219,19 @@ def capture_artifacts(
         for a in ("physical_plan", "partition_count", "join_operators", "operator_metrics",
                   "operator_spans", "explain")
     ) or (options.capture_plan_artifacts and options.explain_analyze)  # fmt: skip
-    plan = _attempt(errors, "physical_plan", df.execution_plan) if needs_physical else None
+    plan = None
+    if needs_physical:  # the executed plan taken at the end of the execution, when there is one
+        plan = executed_plan if executed_plan is not None and executed else None
+        plan = plan or _attempt(errors, "physical_plan", df.execution_plan)
     nodes: list[_plan_walk.OperatorNode] = []
     if plan is not None:
-        nodes = _attempt(errors, "physical_plan", lambda: _plan_walk.walk(plan)) or []
-        art.plan_shape_hash = _attempt(errors, "plan_shape_hash", lambda: shape_hash(nodes))
         physical_text = _attempt(errors, "physical_plan", plan.display_indent)
+        nodes = (
+            _attempt(errors, "physical_plan", lambda: _plan_walk.walk(plan, physical_text)) or []
+        )
+        art.plan_shape_hash = _attempt(
+            errors, "plan_shape_hash", lambda: shape_hash(nodes, physical_text)
+        )
         if options.wants("physical_plan"):
             art.physical_plan = text(physical_text, "physical_plan")
         if options.wants("graphviz"):
@@ -395,7 +410,7 @@ def _plan_hash(
     with other constants has the same hash and a hash cannot confirm a guessed literal; no
     optimizer run is needed. A text that could not be made literal-free gets no hash.
     """
-    cleaner = redactor or query_redactor((sql, ibis_sql), (logical, None), (logical_text, None))
+    cleaner = redactor or query_redactor((sql, ibis_sql), logical, logical_text)
     free = cleaner.clean(logical_text)
     if free is None:
         errors.setdefault("plan_hash", WITHHELD_ERROR)

@@ -2,8 +2,10 @@
 
 Capturing after execution is what lets the physical plan be the executed one and runtime
 metrics come for free (no second run). The artifacts are captured once, at the first
-execution, and attached to the span current when that execution started (the run, or an
-execution span). Every executing method captures: the ones that keep the executed plan with
+execution, under the span current when that execution started (the run, or an execution
+span): the execution hands its references to the capture worker
+(`datafusion_otel._schedule`), which does the work off the query's thread. Every executing
+method captures: the ones that keep the executed plan with
 runtime metrics, the others (``count``, ``show``, ``write_*``...) with the plan only and a note
 saying why; streams capture when exhausted, failed, closed or garbage-collected (then on the
 stream-ends thread, `datafusion_otel._stream_latch.run_later`, never inside the collector).
@@ -15,6 +17,7 @@ import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,7 +33,8 @@ __all__ = ["CapturedDataFrame", "is_self_capturing"]
 _LOG = logging.getLogger("datafusion_otel.bridge")
 _T = TypeVar("_T")
 Capture = Callable[
-    ["CapturedDataFrame", bool, "BaseException | None", "str | None", trace.Span], None
+    ["CapturedDataFrame", bool, "BaseException | None", "str | None", trace.Span, "float | None"],
+    None,
 ]
 _PARTIAL = "the stream was not read to the end: runtime metrics are partial"
 
@@ -56,6 +60,7 @@ class CapturedDataFrame(DataFrame):
         self._capture_fn = capture
         self._claimed = False
         self._claim_lock = threading.Lock()
+        self._started: float | None = None  # perf_counter() when its execution began
 
     def _claim(self) -> bool:
         """Return True exactly once: the caller captures."""
@@ -68,8 +73,10 @@ class CapturedDataFrame(DataFrame):
     def _capture_now(
         self, executed: bool, error: BaseException | None, note: str | None, span: trace.Span
     ) -> None:
+        started = self._started
+        duration_ms = None if started is None else (time.perf_counter() - started) * 1000
         try:
-            self._capture_fn(self, executed, error, note, span)
+            self._capture_fn(self, executed, error, note, span, duration_ms)
         except Exception:  # capture must never break the query
             _LOG.exception("plan artifact capture failed")
 
@@ -94,6 +101,8 @@ class CapturedDataFrame(DataFrame):
         self, call: Callable[[], _T], *, keeps_plan: bool = True, note: str | None = None
     ) -> _T:
         span = trace.get_current_span()  # the instrumentation may capture first, onto its span
+        if not self._claimed:
+            self._started = time.perf_counter()
         try:
             result = call()
         except BaseException as exc:
@@ -135,6 +144,7 @@ class CapturedDataFrame(DataFrame):
         """Stream batches; artifacts are captured when the stream ends (see module doc)."""
         if self._claimed:
             return super().execute_stream()
+        self._started = time.perf_counter()
         group = _StreamGroup(self, trace.get_current_span(), 1)
         try:
             stream = super().execute_stream()
@@ -147,6 +157,7 @@ class CapturedDataFrame(DataFrame):
         """Stream each partition; artifacts are captured when every stream has ended."""
         if self._claimed:
             return super().execute_stream_partitioned()
+        self._started = time.perf_counter()
         span = trace.get_current_span()
         try:
             streams = super().execute_stream_partitioned()

@@ -96,15 +96,25 @@ def target_span(span: trace.Span, run_id: str | None) -> trace.Span | None:
     """Return the span artifacts of a query executed under ``span`` go to; None if run ended.
 
     Without an explicit ``run_id``: ``span`` itself. With one, the explicit run wins over the
-    executing context: ``span`` if it is a live span of that run, else the run's root span
-    while the run is live, else None.
+    executing context: ``span`` if it is a span of that run (ended or not), else the run's
+    root span while the run is live, else None.
     """
     if run_id is None:
         return span
     context = span.get_span_context()
-    if context.is_valid and format_trace_id(context.trace_id) == run_id and span.is_recording():
+    if context.is_valid and format_trace_id(context.trace_id) == run_id:
         return span
     return _routing.live_root(run_id)
+
+
+def resolve_target(span: trace.Span, run_id: str | None) -> tuple[trace.Span | None, bool]:
+    """Return ``(target, run_gone)``: where the artifacts of a query run under ``span`` go.
+
+    The target is `target_span`; ``run_gone`` is True when ``run_id`` names a run that is no
+    longer live (the artifacts then reach the hook only, counted).
+    """
+    target = target_span(span, run_id)
+    return target, run_id is not None and target is None
 
 
 def dropped_count() -> int:
@@ -160,18 +170,31 @@ def emit_artifacts(
     options: DataFusionCompileOptions,
     span: trace.Span | None = None,
     tracer: trace.Tracer | None = None,
+    *,
+    queued_ns: int | None = None,
+    run_gone: bool | None = None,
 ) -> None:
-    """Attach ``art`` to ``span`` (default: the current span) and call the options' hook.
+    """Attach ``art`` under ``span`` (default: the current span) and call the options' hook.
 
-    With ``options.run_id`` set, ``span`` is replaced by `target_span`: the artifacts land
-    under that run, or, once it ended, reach the hook only (counted). Never raises: a failing
-    step is logged and the others go on.
+    The events go on a ``datafusion.capture`` span, a child of ``span`` made now (``span`` has
+    usually ended: capture runs after the execution, on the capture worker), from
+    ``queued_ns`` (when the execution was handed over) to now; the operator spans nest under
+    ``span`` as the plan does. Rows keep ``span``'s span id (the span the query ran under).
+
+    Args:
+        art: The artifacts.
+        options: Their options (hook, limits, ``run_id``).
+        span: The span the query ran under.
+        tracer: Tracer of ``span``'s provider (default: the package's global tracer).
+        queued_ns: When the execution ended (start of the capture span; default now).
+        run_gone: Already resolved routing (`resolve_target`); None resolves it here from
+            ``options.run_id``.
+
+    Never raises: a failing step is logged and the others go on.
     """
     span = span if span is not None else trace.get_current_span()
-    run_gone = False
-    if options.run_id is not None:
-        target = target_span(span, options.run_id)
-        run_gone = target is None
+    if run_gone is None:
+        target, run_gone = resolve_target(span, options.run_id)
         span = target if target is not None else trace.INVALID_SPAN
     context = span.get_span_context()
     if context.is_valid:
@@ -183,43 +206,16 @@ def emit_artifacts(
             row["span_id"] = art.span_id
             row["plan_hash"] = row.get("plan_hash") or art.plan_hash
     payload = art.structured_explain_payload()
+    recorded = False
     try:
-        if span.is_recording():
-            if art.plan_hash is not None:
-                span.set_attribute(attr.DATAFUSION_PLAN_HASH, art.plan_hash)
-            if art.plan_shape_hash is not None:
-                span.set_attribute(attr.DATAFUSION_PLAN_SHAPE_HASH, art.plan_shape_hash)
-            if art.partition_count is not None:
-                span.set_attribute(attr.DATAFUSION_PARTITION_COUNT, art.partition_count)
-            add_payload_event(
-                span,
-                attr.PLAN_ARTIFACTS_EVENT,
-                _event_attributes(art, options.inline_limit_bytes),
-                table=attr.PLAN_ARTIFACTS_TABLE,
-                rows=[payload],
-            )
-            if art.operator_metrics and options.wants("operator_metrics"):
-                add_payload_event(
-                    span,
-                    attr.OPERATOR_METRICS_EVENT,
-                    {attr.OPERATOR_COUNT: len(art.operator_metrics)},
-                    table=attr.OPERATOR_METRICS_TABLE,
-                    rows=art.operator_metrics,
-                )
-            if tracer is not None and art.operator_nodes and options.wants("operator_spans"):
-                emit_operator_spans(
-                    span,
-                    art.operator_nodes,
-                    art.operator_metrics,
-                    tracer,
-                    limit=options.max_operator_spans,
-                )
+        if context.is_valid:
+            recorded = _attach(art, options, span, tracer, queued_ns, payload)
     except Exception:  # never break the query for its telemetry
         _LOG.exception("could not attach plan artifacts to span")
     hook = options.plan_artifacts_hook
     if run_gone and options.run_id is not None:
         _count_run_ended(options.run_id, hook=hook is not None)
-    elif hook is None and (not context.is_valid or not span.is_recording()):
+    elif hook is None and not recorded:
         _warn_dropped(ended=context.is_valid)
     if hook is not None:
         try:
@@ -228,3 +224,59 @@ def emit_artifacts(
             with _hook_lock:
                 _hook_errors["count"] += 1
             _LOG.exception("plan_artifacts_hook raised; the query goes on")
+
+
+def _attach(
+    art: DataFusionPlanArtifacts,
+    options: DataFusionCompileOptions,
+    span: trace.Span,
+    tracer: trace.Tracer | None,
+    queued_ns: int | None,
+    payload: dict[str, object],
+) -> bool:
+    """Make the capture span under ``span`` with the events; True if it records."""
+    tracer = tracer or trace.get_tracer(attr.TRACER_NAME)
+    attributes: dict[str, AttributeValue] = {}
+    if art.plan_hash is not None:
+        attributes[attr.DATAFUSION_PLAN_HASH] = art.plan_hash
+    if art.plan_shape_hash is not None:
+        attributes[attr.DATAFUSION_PLAN_SHAPE_HASH] = art.plan_shape_hash
+    if art.partition_count is not None:
+        attributes[attr.DATAFUSION_PARTITION_COUNT] = art.partition_count
+    capture = tracer.start_span(
+        attr.CAPTURE_SPAN,
+        context=trace.set_span_in_context(span),
+        kind=trace.SpanKind.INTERNAL,
+        attributes=attributes,
+        start_time=queued_ns,
+    )
+    try:
+        if not capture.is_recording():
+            return False
+        add_payload_event(
+            capture,
+            attr.PLAN_ARTIFACTS_EVENT,
+            _event_attributes(art, options.inline_limit_bytes),
+            table=attr.PLAN_ARTIFACTS_TABLE,
+            rows=[payload],
+        )
+        if art.operator_metrics and options.wants("operator_metrics"):
+            add_payload_event(
+                capture,
+                attr.OPERATOR_METRICS_EVENT,
+                {attr.OPERATOR_COUNT: len(art.operator_metrics)},
+                table=attr.OPERATOR_METRICS_TABLE,
+                rows=art.operator_metrics,
+            )
+        if art.operator_nodes and options.wants("operator_spans"):
+            emit_operator_spans(
+                span,
+                art.operator_nodes,
+                art.operator_metrics,
+                tracer,
+                limit=options.max_operator_spans,
+                counts_on=capture,
+            )
+        return True
+    finally:
+        capture.end()

@@ -52,6 +52,8 @@ exponentially and never ended. Over budget the walk is incomplete: the texts are
 
 class _OverBudget(Exception):
     """The walk visited `_MAX_NODES` nodes."""
+
+
 _SKIP_METHODS = frozenset({
     "schema", "display", "display_indent", "display_indent_schema", "display_graphviz",
     "to_bytes", "to_proto", "from_bytes", "from_proto", "to_variant", "inputs", "input",

@@ -4,10 +4,9 @@ Nothing is re-run: each operator's span starts at the earliest ``start_timestamp
 the latest ``end_timestamp`` its partitions recorded, both read from the executed plan's
 metrics (the operator-metrics rows). Spans nest as the plan does; an operator that recorded no
 start/end time (an in-memory scan, an operator that never ran) gets no span, its children nest
-under its nearest timed ancestor, and it is counted on the execution span
-(``datafusion.operator_spans.untimed``). At most ``limit`` spans are made, in plan pre-order
-so parents come before their children; the rest are counted
-(``datafusion.operator_spans.dropped``).
+under its nearest timed ancestor, and it is counted (``datafusion.operator_spans.untimed``,
+on the ``datafusion.capture`` span). At most ``limit`` spans are made, in plan pre-order so
+parents come before their children; the rest are counted (``datafusion.operator_spans.dropped``).
 """
 
 from __future__ import annotations
@@ -109,19 +108,22 @@ def emit_operator_spans(
     tracer: trace.Tracer,
     *,
     limit: int,
+    counts_on: trace.Span | None = None,
 ) -> tuple[int, int, int]:
     """Make the operator spans of one execution under ``parent`` and count them on it.
 
     Args:
-        parent: The execution span (or the run's root span when there is none).
+        parent: The span the query ran under (its execution span, or the run's root span
+            when there is none); it may have ended.
         nodes: The executed plan's operators in pre-order (``_plan_walk.OperatorNode``).
         rows: Its operator-metrics rows (one per operator and partition).
         tracer: Tracer of the run's provider.
         limit: At most this many spans are made.
+        counts_on: The span the counts are set on (the capture span; default ``parent``).
 
     Returns:
-        ``(made, untimed, dropped)``; the same counts are added to ``parent``'s attributes
-        (a run's root span without execution spans sums them over its queries).
+        ``(made, untimed, dropped)``; the same counts are added to ``counts_on``'s
+        attributes.
     """
     totals = operator_totals(rows)
     anchors: dict[str, trace.Span] = {}  # operator path -> span its children nest under
@@ -155,8 +157,9 @@ def emit_operator_spans(
         attr.OPERATOR_SPANS_UNTIMED: untimed,
         attr.OPERATOR_SPANS_DROPPED: dropped,
     }
-    previous = getattr(parent, "attributes", None) or {}  # a run root holding several queries
-    parent.set_attributes({key: value + _int(previous.get(key)) for key, value in counts.items()})
+    holder = counts_on if counts_on is not None else parent
+    previous = getattr(holder, "attributes", None) or {}  # a span holding several queries
+    holder.set_attributes({key: value + _int(previous.get(key)) for key, value in counts.items()})
     return len(made), untimed, dropped
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 
 from datafusion_otel._plan_walk import OperatorNode
 
@@ -79,8 +81,30 @@ def shape_text(nodes: list[OperatorNode]) -> str:
     return "\n".join(lines)
 
 
-def shape_hash(nodes: list[OperatorNode]) -> str | None:
-    """``plan_shape_hash`` (definition v1): sha256 hex of `shape_text`; None without nodes."""
+_HASHES: OrderedDict[str, str] = OrderedDict()
+_HASHES_SIZE = 512
+_lock = threading.Lock()
+
+
+def shape_hash(nodes: list[OperatorNode], text: str | None = None) -> str | None:
+    """``plan_shape_hash`` (definition v1): sha256 hex of `shape_text`; None without nodes.
+
+    Args:
+        nodes: The plan's operators (`datafusion_otel._plan_walk.walk`).
+        text: The plan's ``display_indent()``, when known: the hash is cached per plan text
+            (a repeated query costs a lookup).
+    """
     if not nodes:
         return None
-    return hashlib.sha256(shape_text(nodes).encode()).hexdigest()
+    if text is not None:
+        with _lock:
+            found = _HASHES.get(text)
+        if found is not None:
+            return found
+    digest = hashlib.sha256(shape_text(nodes).encode()).hexdigest()
+    if text is not None:
+        with _lock:
+            _HASHES[text] = digest
+            while len(_HASHES) > _HASHES_SIZE:
+                _HASHES.popitem(last=False)
+    return digest

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,8 +60,32 @@ class OperatorNode:
     children: list[str] = field(default_factory=list)
 
 
-def walk(plan: Any) -> list[OperatorNode]:
-    """Return the operators of ``plan`` in pre-order."""
+_Skeleton = tuple[tuple[str, str, str, int, tuple[str, ...]], ...]
+_SKELETONS: OrderedDict[str, _Skeleton] = OrderedDict()
+_SKELETONS_SIZE = 512
+_skeleton_lock = threading.Lock()
+
+
+def walk(plan: Any, text: str | None = None) -> list[OperatorNode]:
+    """Return the operators of ``plan`` in pre-order.
+
+    Args:
+        plan: A DataFusion ``ExecutionPlan``.
+        text: Its ``display_indent()``, when the caller has it: the operators' names, lines
+            and tree are then taken from a cache of plans that printed the same (a repeated
+            query reads only the tree of plan objects, not every operator's display).
+    """
+    skeleton = None
+    if text is not None:
+        with _skeleton_lock:
+            skeleton = _SKELETONS.get(text)
+    if skeleton is not None:
+        plans = _preorder(plan)
+        if len(plans) == len(skeleton):
+            return [
+                OperatorNode(path=p, name=n, line=ln, depth=d, plan=obj, children=list(ch))
+                for (p, n, ln, d, ch), obj in zip(skeleton, plans, strict=True)
+            ]
     nodes: list[OperatorNode] = []
 
     def visit(node: Any, path: str, depth: int) -> None:
@@ -73,7 +99,23 @@ def walk(plan: Any) -> list[OperatorNode]:
             visit(child, child_path, depth + 1)
 
     visit(plan, "0", 0)
+    if text is not None:
+        built = tuple((n.path, n.name, n.line, n.depth, tuple(n.children)) for n in nodes)
+        with _skeleton_lock:
+            _SKELETONS[text] = built
+            while len(_SKELETONS) > _SKELETONS_SIZE:
+                _SKELETONS.popitem(last=False)
     return nodes
+
+
+def _preorder(plan: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(reversed(node.children()))
+    return out
 
 
 def join_operators(nodes: list[OperatorNode]) -> list[str]:
@@ -128,24 +170,35 @@ def _raw_metrics(plan: Any) -> list[Any]:
 
 def _per_partition(node: OperatorNode) -> dict[int | None, dict[str, int | None]]:
     grouped: dict[int | None, dict[str, int | None]] = {}
-    value_of = _metric_value
+    pruning = _PRUNING_COLUMNS
+    timestamps = _TIMESTAMPS
     for metric in _raw_metrics(node.plan):
         name = metric.name
         partition = metric.partition
+        raw = metric.value
         values = grouped.get(partition)
         if values is None:
             values = grouped[partition] = {}
-        value = value_of(name, metric.value)
-        if value is None and name in _PRUNING_COLUMNS:
-            _add_pruning(values, _PRUNING_COLUMNS[name], metric)
-        previous = values.get(name)
-        if previous is not None:
-            if value is None:
-                value = previous
-            elif name not in _TIMESTAMPS:
-                value += previous
+        value: int | None
+        if type(raw) is int:  # the common case, inlined (`_metric_value`)
+            value = None if raw == 0 and _is_time(name) else raw
+        else:
+            value = _metric_value(name, raw)
+            if value is None and name in pruning:
+                _add_pruning(values, pruning[name], metric)
+        if name in values:
+            previous = values[name]
+            if previous is not None:
+                if value is None:
+                    value = previous
+                elif name not in timestamps:
+                    value += previous
         values[name] = value
     return grouped
+
+
+def _is_time(name: str) -> bool:
+    return name == "elapsed_compute" or name.endswith("_time")
 
 
 def _add_pruning(values: dict[str, int | None], prefix: str, metric: Any) -> None:

@@ -252,24 +252,37 @@ _REDACTORS_SIZE = 256
 
 
 def query_redactor(
-    sqls: tuple[str | None, ...], plans: tuple[Any, ...], plan_texts: tuple[str | None, ...]
+    sqls: tuple[str | None, ...],
+    logical: Any,
+    logical_text: str | None,
+    optimized: Any = None,
 ) -> Redactor:
     """The `Redactor` of one query: the literals of its SQL texts and of its plans.
 
     Args:
         sqls: SQL texts (the SQL, the Ibis SQL); None entries are ignored.
-        plans: LogicalPlan objects to walk (logical, optimized); None entries are ignored.
-        plan_texts: Their display texts, the cache key with ``sqls``.
+        logical: The unoptimized LogicalPlan (None if unavailable).
+        logical_text: Its indented text, the cache key with ``sqls``.
+        optimized: The optimized LogicalPlan, or a callable returning it (called only when the
+            redactor is built, not on a cache hit), or None for a redactor without the
+            optimizer's folded constants (enough for texts of the unoptimized plan).
 
     Returns:
-        A redactor built once per (SQL texts, plan texts): plans that print alike hold the
-        same literals (every literal is printed in the logical and optimized plans), so a
-        repeated query costs no plan walk, no renderings and no pattern again.
+        A redactor built once per (SQL texts, logical plan text, with or without the
+        optimized plan): plans that print alike hold the same literals (every literal is
+        printed in the logical plan, and the optimizer folds the same plan the same way), so a
+        repeated query costs no optimizer run, no plan walk, no renderings and no pattern
+        again.
     """
-    key = (*sqls, *plan_texts)
-    if plan_texts[0] is None:  # no plan text to key the plan literals on
-        return _build(sqls, plans)
-    return _cached(key, lambda: _build(sqls, plans))
+    key = (*sqls, logical_text, "optimized" if optimized is not None else None)
+
+    def build() -> Redactor:
+        folded = optimized() if callable(optimized) else optimized
+        return _build(sqls, (logical, folded))
+
+    if logical_text is None:  # no plan text to key the plan literals on
+        return build()
+    return _cached(key, build)
 
 
 def _cached(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redactor:

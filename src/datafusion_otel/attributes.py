@@ -25,6 +25,14 @@ RUN_EXPORTED: Final = "datafusion.run.exported"
 ERROR_TYPE: Final = "error.type"
 """Semantic-convention attribute naming the class of error that ended an operation."""
 
+# --- the capture span --------------------------------------------------------------------
+CAPTURE_SPAN: Final = "datafusion.capture"
+"""Name of the span that carries a query's plan-artifact events: a child of the span the query
+ran under, made by the capture worker after the execution, from the moment the execution was
+handed over to the moment its artifacts were attached."""
+CAPTURE_SKIPPED: Final = "datafusion.capture.skipped"
+"""On an execution span: why its artifacts were not captured (``"capture queue full"``)."""
+
 # --- span events ----------------------------------------------------------------------------
 PLAN_ARTIFACTS_EVENT: Final = "datafusion.plan_artifacts"
 """Span event carrying one query's plan artifacts (one DATAFUSION_PLAN_ARTIFACTS_V1 row)."""
@@ -176,7 +184,7 @@ DATAFUSION_METHOD: Final = "datafusion.method"
 DATAFUSION_PARTITION_COUNT: Final = "datafusion.partition_count"
 """Output partitions of the executed physical plan, where known without re-planning."""
 DATAFUSION_PLAN_HASH: Final = "datafusion.plan_hash"
-"""Stable fingerprint of the optimized plan (set by the plan-artifact bridge when capturing)."""
+"""``plan_hash`` (definition v2: the literal-free unoptimized logical plan), on the capture span."""
 DATAFUSION_PLAN_SHAPE_HASH: Final = "datafusion.plan_shape_hash"
 """Fingerprint of the executed physical plan's strategy (``plan_shape_hash``, definition v1)."""
 DATAFUSION_SESSION_ID: Final = "datafusion.session_id"

@@ -2,11 +2,14 @@
 
 The flow: `sql_to_datafusion` / `ibis_to_datafusion` compile the query and return a
 DataFrame. When ``options.capture_plan_artifacts`` is true (the default) it is a
-`CapturedDataFrame`: at its first execution it captures the artifacts (the executed
-physical plan and runtime metrics included, so nothing runs twice), calls the options' hook
-with `DataFusionPlanArtifacts.structured_explain_payload`, and attaches a
-``datafusion.plan_artifacts`` span event (previews) and a ``datafusion.operator_metrics`` event
-to the current span, from which `DiagnosticsSpanProcessor` makes full table rows.
+`CapturedDataFrame`: at its first execution it hands the executed plan to the capture worker
+(`datafusion_otel._schedule`), which captures the artifacts off the query's thread (the
+executed physical plan and runtime metrics included, so nothing runs twice), calls the options'
+hook with `DataFusionPlanArtifacts.structured_explain_payload` (on the worker's thread), and
+attaches a ``datafusion.plan_artifacts`` span event (previews) and a
+``datafusion.operator_metrics`` event to a ``datafusion.capture`` child span of the span current
+at execution, from which `DiagnosticsSpanProcessor` makes full table rows. A run's end waits
+(bounded) for the captures of its queries; `datafusion_otel.force_flush` waits for all.
 
 Compiled with an explicit ``options.run_id``, the DataFrame executes under that run wherever
 it is executed: each executing call made where another trace (or none) is current, a worker
@@ -23,18 +26,17 @@ from typing import Any
 from datafusion import DataFrame, SessionContext
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import format_trace_id
 
-from datafusion_otel import _routing, config
+from datafusion_otel import _routing
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
 from datafusion_otel._dialect import note_sql
 from datafusion_otel._emit import emit_artifacts
 from datafusion_otel._errors import remember_sql
+from datafusion_otel._schedule import foreign_provider_count, operator_tracer, schedule_capture
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
-from datafusion_otel.config import resolve_provider, tracer_for
 from datafusion_otel.runs import current_run
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ibis_to_datafusion",
     "is_self_capturing",
     "record_execution_artifacts",
+    "schedule_execution_artifacts",
     "sql_to_datafusion",
 ]
 
@@ -103,55 +106,6 @@ def collect_plan_artifacts(
     )
 
 
-_foreign = {"count": 0}
-"""Operator spans made by the provider of runs because their span's provider was unknown."""
-
-
-def foreign_provider_count() -> int:
-    """Return how many captures put their operator spans on the provider of runs.
-
-    That happens when the span a query ran under comes from a provider the package does not
-    know (warned once).
-    """
-    return _foreign["count"]
-
-
-def _operator_tracer(span: Any) -> trace.Tracer:
-    """The package's tracer of the provider that created ``span``: its operator spans' tracer.
-
-    Operator spans are children of the execution span: they come from the same provider, so
-    they reach the same exporters and processors (an instrumentor given its own
-    ``tracer_provider`` included). An SDK span is matched to its provider by the provider's
-    span processor it holds, among the providers the package knows (configured, global,
-    private fallback, and every provider it attached a diagnostics processor to). A recording
-    span of another provider falls back to the provider of runs: counted
-    (`foreign_provider_count`) and warned once.
-    """
-    held = getattr(span, "_span_processor", None)
-    if held is not None:
-        state = config._state
-        with config._lock:  # a copy: another thread may attach a processor meanwhile
-            attached = list(config._processors.keys())
-        known = [state["configured"], trace.get_tracer_provider(), state["fallback"]]
-        for provider in [*known, *attached]:
-            if (
-                isinstance(provider, SdkTracerProvider)
-                and getattr(provider, "_active_span_processor", None) is held
-            ):
-                return tracer_for(provider)
-        if span.is_recording():
-            _foreign["count"] += 1
-            if _foreign["count"] == 1:
-                _LOG.warning(
-                    "operator spans of a query are made by the provider of runs, not by the "
-                    "unknown TracerProvider of the span it ran under: pass that provider to "
-                    "datafusion_otel.configure(tracer_provider=...) or to "
-                    "DataFusionInstrumentor().instrument(tracer_provider=...) (counted in "
-                    "datafusion_otel.bridge.foreign_provider_count())"
-                )
-    return tracer_for(resolve_provider())
-
-
 def record_execution_artifacts(
     df: DataFrame,
     *,
@@ -184,8 +138,42 @@ def record_execution_artifacts(
         allow_real_explain_analyze=False,
         plan_note=note,
     )
-    emit_artifacts(art, options, span, _operator_tracer(span))
+    emit_artifacts(art, options, span, operator_tracer(span))
     return art
+
+
+def schedule_execution_artifacts(
+    df: DataFrame,
+    *,
+    ctx: SessionContext,
+    span: Any,
+    sql: str | None = None,
+    options: DataFusionCompileOptions | None = None,
+    executed: bool = True,
+    execution_error: BaseException | None = None,
+    note: str | None = None,
+    duration_ms: float | None = None,
+) -> None:
+    """Like `record_execution_artifacts`, on the capture worker; never raises or waits.
+
+    Used by the auto-instrumentation after a DataFrame execution: the query's thread only
+    queues references (see `datafusion_otel._schedule`).
+    """
+    options = options or DataFusionCompileOptions()
+    if not options.capture_plan_artifacts:
+        return
+    schedule_capture(
+        df,
+        ctx=ctx,
+        options=options,
+        span=span,
+        run_id=_run_id(options),
+        sql=sql,
+        executed=executed,
+        error=execution_error,
+        note=note,
+        duration_ms=duration_ms,
+    )
 
 
 def _run_id_of(options: DataFusionCompileOptions, span: Any) -> str | None:
@@ -275,20 +263,21 @@ def _compile(
         error: BaseException | None,
         note: str | None,
         span: Any,
+        duration_ms: float | None,
     ) -> None:
-        art = capture_artifacts(
+        schedule_capture(
             frame,
             ctx=ctx,
             options=options,
+            span=span,
+            run_id=_run_id_of(options, span),  # where it ran, not where it was compiled
             sql=sql,
             ibis_sql=ibis_sql,
-            run_id=_run_id_of(options, span),  # where it ran, not where it was compiled
             executed=executed,
-            execution_error=error,
-            allow_real_explain_analyze=False,
-            plan_note=note,
+            error=error,
+            note=note,
+            duration_ms=duration_ms,
         )
-        emit_artifacts(art, options, span, _operator_tracer(span))
 
     if options.run_id is not None:
         return _RunBoundFrame(df, capture, options.run_id)

@@ -44,7 +44,6 @@ __all__ = [
 DEFAULT_ARTIFACTS: Final[frozenset[str]] = frozenset(
     {
         "logical_plan",
-        "optimized_plan",
         "physical_plan",
         "plan_hash",
         "partition_count",
@@ -53,22 +52,29 @@ DEFAULT_ARTIFACTS: Final[frozenset[str]] = frozenset(
         "operator_spans",
     }
 )
-"""The cheap set: plan texts, hash, partitions, joins, operator metrics and operator spans.
+"""The default set, bounded by design: nothing in it re-runs the optimizer or the planner.
 
-Operator spans are made from the operator metrics already captured (one SDK span per timed
-operator, at most `DEFAULT_MAX_OPERATOR_SPANS`): they cost no re-run, so a trace UI shows the
-operator tree whenever operator metrics are captured.
+The unoptimized logical plan (as DataFusion built it), the executed physical plan, the plan
+fingerprints, partitions, joins, operator metrics and operator spans: all read from what the
+query already built and ran. Operator spans are made from the operator metrics already captured
+(one SDK span per timed operator, at most `DEFAULT_MAX_OPERATOR_SPANS`), so a trace UI shows the
+operator tree whenever operator metrics are captured. Everything is computed on the capture
+worker, off the query's thread (`datafusion_otel._capture_queue`).
 
-It costs a few milliseconds per query (the optimizer re-run for ``optimized_plan``, which the
-sanitizing also reads, is the largest part): see benchmarks/bench_artifacts.py."""
+``optimized_plan`` is not in it: it re-runs the optimizer (about 1-2 ms per TPC-H query). The
+sanitizing still needs the optimized plan's folded constants (``upper('x')`` -> ``'X'``) to
+clean the physical plan: it runs the optimizer once per distinct logical plan, off the query's
+thread, and caches the literals it found (see README "Performance")."""
 
 ALL_ARTIFACTS: Final[frozenset[str]] = DEFAULT_ARTIFACTS | {
+    "optimized_plan",
     "graphviz",
     "substrait",
     "unparsed_sql",
     "explain",
 }
-"""Every artifact: adds graphviz, Substrait with validation, unparsed SQL and EXPLAIN files."""
+"""Every artifact: adds the optimized plan, graphviz, Substrait with validation, unparsed SQL
+and EXPLAIN files."""
 
 DEFAULT_INLINE_LIMIT_BYTES: Final = 2048
 """Span attribute previews are cut here (Grafana Tempo silently truncates longer values)."""
@@ -112,6 +118,10 @@ class DataFusionCompileOptions:
         inline_limit_bytes: Maximum UTF-8 bytes of each span attribute preview.
         max_operator_spans: Operator spans made per execution at most (pre-order, so parents
             come first); the rest are counted in ``datafusion.operator_spans.dropped``.
+        capture_min_duration_ms: Capture only executions that took at least this long
+            (known once the execution ended; None, the default, captures every one). For
+            services running many tiny queries; executions left out are counted
+            (``datafusion_otel._capture_queue.below_threshold_count()``).
     """
 
     run_id: str | None = None
@@ -123,13 +133,15 @@ class DataFusionCompileOptions:
     sql_text: SqlTextPolicy = "sanitized"
     inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES
     max_operator_spans: int = DEFAULT_MAX_OPERATOR_SPANS
+    capture_min_duration_ms: float | None = None
 
     def __post_init__(self) -> None:
         """Validate eagerly.
 
         Raises:
             ValueError: For an unknown artifact name or policy, a limit below 64 bytes, a
-                negative `max_operator_spans`, or a `run_id` that is not 32 lowercase hex.
+                negative `max_operator_spans`, a `capture_min_duration_ms` that is not a finite
+                number >= 0, or a `run_id` that is not 32 lowercase hex.
         """
         if self.run_id is not None and (
             not isinstance(self.run_id, str) or _RUN_ID.fullmatch(self.run_id) is None
@@ -142,6 +154,16 @@ class DataFusionCompileOptions:
         ):
             raise ValueError(
                 f"max_operator_spans must be an int >= 0, got {self.max_operator_spans!r}"
+            )
+        threshold = self.capture_min_duration_ms
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not threshold >= 0  # NaN too
+            or threshold == float("inf")
+        ):
+            raise ValueError(
+                f"capture_min_duration_ms must be a finite number >= 0 or None, got {threshold!r}"
             )
         object.__setattr__(self, "artifacts", frozenset(self.artifacts))
         unknown = sorted(self.artifacts - ALL_ARTIFACTS)

@@ -357,24 +357,32 @@ def _export_processors() -> list[ExportSpanProcessor]:
         return [p for attached in list(_exporters.values()) for p in attached.values()]
 
 
+_flush_marks = {"capture_skipped": 0}
+
+
 def force_flush(timeout: float = 30.0) -> bool:
     """Flush everything the package set up: the one call to make before the program exits.
 
     Waits at most ``timeout`` seconds in total until the spans of garbage-collected streams
-    are ended, every span queued for the exporters `configure` attached is exported, every
-    queued diagnostics row reached its sink, and every sink rows were delivered to that has a
+    are ended, the plan artifacts of every query that ran are captured (the capture worker),
+    every span queued for the exporters `configure` attached is exported, every queued
+    diagnostics row reached its sink, and every sink rows were delivered to that has a
     ``force_flush(timeout)`` method (the `configure` sink, run sinks: a `ParquetSink` writes
     its buffered rows) has flushed.
 
     Returns:
         False if anything is still pending at the deadline, or was dropped or failed since the
-        last flush, or if a sink's ``force_flush`` returned False.
+        last flush (a capture skipped because the capture queue was full included), or if a
+        sink's ``force_flush`` returned False.
     """
+    from datafusion_otel import _capture_queue
     from datafusion_otel._stream_latch import run_pending
 
     deadline = time.monotonic() + max(timeout, 0.0)
     run_pending()  # spans of garbage-collected streams, ended off the collector
-    ok = True
+    ok = _capture_queue.drain(timeout)  # the artifacts of queries that already ran
+    ok = ok and _capture_queue.skipped_count() == _flush_marks["capture_skipped"]
+    _flush_marks["capture_skipped"] = _capture_queue.skipped_count()
     for export_processor in _export_processors():
         remaining = max(deadline - time.monotonic(), 0.0)
         ok = export_processor.force_flush(int(remaining * 1000)) and ok

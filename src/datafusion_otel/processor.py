@@ -8,7 +8,10 @@ thread; delivery goes through the package's dispatcher, which calls slow sinks o
 With ``findings=True`` (the default), the run's findings (`datafusion_otel.findings`) are
 computed from its own operator-metrics and plan-artifacts rows when its root span ends and
 delivered as DATAFUSION_FINDINGS_V1 rows, before the run's row (see
-`datafusion_otel._run_findings` for the memory bound).
+`datafusion_otel._run_findings` for the memory bound). When captures of the run are still on
+the capture worker at that moment (an auto run: its root is the execution span, which ends
+before its capture), the findings are computed and delivered once they have landed, after the
+run's row.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import format_trace_id
 
-from datafusion_otel import _routing
+from datafusion_otel import _capture_queue, _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._delivery import DeliveryStats, describe_exception, dispatcher
 from datafusion_otel._exit import bounded_at_exit
@@ -102,7 +105,12 @@ class DiagnosticsSpanProcessor(SpanProcessor):
             run_id = format_trace_id(span.context.trace_id)
         else:
             if span.parent is None and self._findings:  # a trace root that is not a run
-                self._findings.discard(format_trace_id(span.context.trace_id))
+                trace_run = format_trace_id(span.context.trace_id)
+                discard = self._findings.discard
+                if not _capture_queue.after_trace(
+                    span.context.trace_id, lambda: discard(trace_run)
+                ):
+                    discard(trace_run)
             return
         route = _routing.lookup(run_id)
         # Only the owner (the package's processor of the provider that made the run span)
@@ -121,7 +129,10 @@ class DiagnosticsSpanProcessor(SpanProcessor):
             # holds no rows for the run's findings
             foreign = route is not None and route.owner is not self and self.serves_runs
             if self._findings is not None and not foreign:
-                found_rows = self._run_findings(run_id, tables, root)
+                late = root and _capture_queue.after_trace(
+                    span.context.trace_id, lambda: self._late_findings(run_id, targets)
+                )  # an auto run's root ends before its capture: findings once it landed
+                found_rows = self._run_findings(run_id, tables, root and not late)
                 if found_rows:
                     tables.append((attr.FINDINGS_TABLE, found_rows))
             if root:
@@ -149,6 +160,13 @@ class DiagnosticsSpanProcessor(SpanProcessor):
                     f"{type(exc).__module__}.{type(exc).__qualname__}",
                 )
             return []
+
+    def _late_findings(self, run_id: str, targets: list[DiagnosticsSink]) -> None:
+        """Deliver the findings of a run whose captures landed after its root span ended."""
+        found_rows = self._run_findings(run_id, [], True)
+        if found_rows:
+            for sink in targets:
+                dispatcher.record_events(sink, attr.FINDINGS_TABLE, found_rows)
 
     @property
     def findings_skipped_runs(self) -> int:

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode, format_trace_id
 
-from datafusion_otel import _routing
+from datafusion_otel import _capture_queue, _routing
 from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
@@ -314,6 +314,8 @@ def finish_run(
     # streams garbage-collected during the run end their spans (and capture) before it ends
     run_pending()
     end_ns = time.time_ns()
+    # the captures of the run's queries (on the capture worker) land before its root ends
+    _capture_queue.wait_trace(int(run.run_id, 16), _capture_queue.capture_wait_seconds())
     try:
         if metadata:
             run.metadata.update(metadata)

@@ -148,6 +148,7 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         capture_plan_artifacts: bool | None = None,
         sql_text: SqlTextPolicy | None = None,
         auto_run: bool | None = None,
+        capture_min_duration_ms: float | None = None,
         **kwargs: Any,
     ) -> None:
         """Patch DataFusion so that every execution is traced.
@@ -165,6 +166,8 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 execution span (default False: span-only mode).
             sql_text: ``"sanitized"`` (default), ``"raw"`` or ``"off"`` for ``db.query.text``.
             auto_run: An execution outside any run or span becomes its own run (default True).
+            capture_min_duration_ms: With capture on, capture only executions that took at
+                least this long (default: every execution); the others are counted.
             **kwargs: Passed to ``BaseInstrumentor.instrument`` (``skip_dep_check``...).
 
         Raises:
@@ -184,6 +187,7 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             capture_plan_artifacts=capture_plan_artifacts,
             sql_text=sql_text,
             auto_run=auto_run,
+            capture_min_duration_ms=capture_min_duration_ms,
         )
         super().instrument(options=options, **kwargs)
         if self.is_instrumented_by_opentelemetry:

@@ -24,8 +24,10 @@ Span placement:
 * The start attributes of an execution are built once per query text, session and method
   (`start_attributes`) and shared by its executions.
 
-With artifact capture on, the artifacts are captured on the thread where the work ended,
-right after it, and the span ends once they are attached (its end time is the call's end).
+With artifact capture on, the thread where the work ended only hands the DataFrame and its
+executed plan to the capture worker (`datafusion_otel._schedule`) and the span ends at once;
+the artifacts arrive shortly after on a ``datafusion.capture`` child span of the execution
+span (`datafusion_otel.force_flush` waits for them; a run's end waits for its own).
 
 Nothing here raises into the user's program: instrumentation errors are logged once per site
 on the ``datafusion_otel.instrumentation`` logger and the query runs untraced or half-traced.
@@ -37,6 +39,7 @@ import contextvars
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -51,7 +54,7 @@ from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
 from datafusion_otel._errors import exception_text, record_exception, remember_frame
 from datafusion_otel._span_rows import register_auto_run
-from datafusion_otel.bridge import is_self_capturing, record_execution_artifacts
+from datafusion_otel.bridge import is_self_capturing, schedule_execution_artifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import exports_from, processor_for, resolve_provider
 from datafusion_otel.instrumentation._options import InstrumentationOptions
@@ -370,25 +373,38 @@ def _capture(
     ctx: Any = None,  # a datafusion.SessionContext
     tracing: Tracing | None = None,
 ) -> None:
-    """Hand an executed DataFrame to the plan-artifact bridge; never raises.
+    """Hand an executed DataFrame to the capture worker; never raises.
 
     A DataFrame compiled by ``datafusion_otel.bridge`` captures its own artifacts and is
-    skipped here. Everything the bridge runs is marked as inside an instrumented call, so its
+    skipped here. The worker marks everything it runs as inside an instrumented call, so its
     own DataFusion calls are never traced.
     """
-    token = INSIDE.set(True)
     try:
-        options = _bridge_options(tracing.options.sql_text if tracing is not None else "sanitized")
-        record_execution_artifacts(
-            df, ctx=ctx, span=span, sql=sql, options=options, executed=executed
+        options = (
+            _bridge_options(tracing.options.sql_text, tracing.options.capture_min_duration_ms)
+            if tracing is not None
+            else _bridge_options("sanitized", None)
+        )
+        start = getattr(span, "start_time", None)
+        duration_ms = (time.time_ns() - start) / 1e6 if isinstance(start, int) else None
+        schedule_execution_artifacts(
+            df,
+            ctx=ctx,
+            span=span,
+            sql=sql,
+            options=options,
+            executed=executed,
+            duration_ms=duration_ms,
         )
     except Exception:
         internal_error("capturing plan artifacts")
-    finally:
-        INSIDE.reset(token)
 
 
 @functools.lru_cache(maxsize=8)
-def _bridge_options(sql_text: SqlTextPolicy) -> DataFusionCompileOptions:
+def _bridge_options(
+    sql_text: SqlTextPolicy, min_duration_ms: float | None
+) -> DataFusionCompileOptions:
     """Return the compile options for the instrumentation's ``sql_text`` policy."""
-    return DataFusionCompileOptions(capture_plan_artifacts=True, sql_text=sql_text)
+    return DataFusionCompileOptions(
+        capture_plan_artifacts=True, sql_text=sql_text, capture_min_duration_ms=min_duration_ms
+    )

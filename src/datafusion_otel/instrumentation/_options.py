@@ -9,6 +9,7 @@ variable                                    values                              
 ``DATAFUSION_OTEL_SQL_TEXT``                ``sanitized``, ``raw``, ``off``        sanitized
 ``DATAFUSION_OTEL_CAPTURE_PLAN_ARTIFACTS``  ``true`` / ``false`` (also 1/0, yes/no) false
 ``DATAFUSION_OTEL_AUTO_RUN``                ``true`` / ``false``                   true
+``DATAFUSION_OTEL_CAPTURE_MIN_DURATION_MS`` a number of milliseconds >= 0          (none)
 =========================================== ====================================== ==========
 """
 
@@ -26,6 +27,7 @@ from datafusion_otel.sanitize import SqlTextPolicy
 
 __all__ = [
     "ENV_AUTO_RUN",
+    "ENV_CAPTURE_MIN_DURATION_MS",
     "ENV_CAPTURE_PLAN_ARTIFACTS",
     "ENV_SQL_TEXT",
     "InstrumentationOptions",
@@ -35,6 +37,7 @@ __all__ = [
 ENV_SQL_TEXT = "DATAFUSION_OTEL_SQL_TEXT"
 ENV_CAPTURE_PLAN_ARTIFACTS = "DATAFUSION_OTEL_CAPTURE_PLAN_ARTIFACTS"
 ENV_AUTO_RUN = "DATAFUSION_OTEL_AUTO_RUN"
+ENV_CAPTURE_MIN_DURATION_MS = "DATAFUSION_OTEL_CAPTURE_MIN_DURATION_MS"
 
 _SQL_TEXT_POLICIES = ("sanitized", "raw", "off")
 _TRUE = {"1", "true", "yes", "on"}
@@ -59,6 +62,8 @@ class InstrumentationOptions:
             ``"off"``: no ``db.query.text``.
         auto_run: An execution outside any run or active span becomes its own run: the
             execution span is then the run's root span (run id = trace id).
+        capture_min_duration_ms: With capture on, capture only executions that took at
+            least this long (None: every execution).
     """
 
     tracer_provider: TracerProvider | None = None
@@ -66,14 +71,25 @@ class InstrumentationOptions:
     capture_plan_artifacts: bool = False
     sql_text: SqlTextPolicy = "sanitized"
     auto_run: bool = True
+    capture_min_duration_ms: float | None = None
 
     def __post_init__(self) -> None:
         """Validate eagerly.
 
         Raises:
-            ValueError: If ``sql_text`` is not one of the policies.
+            ValueError: If ``sql_text`` is not one of the policies, or
+                ``capture_min_duration_ms`` is not a finite number >= 0.
             TypeError: If a flag is not a bool.
         """
+        threshold = self.capture_min_duration_ms
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0 <= threshold < float("inf")
+        ):
+            raise ValueError(
+                f"capture_min_duration_ms must be a finite number >= 0, got {threshold!r}"
+            )
         if self.sql_text not in _SQL_TEXT_POLICIES:
             raise ValueError(f"sql_text must be one of {_SQL_TEXT_POLICIES}, got {self.sql_text!r}")
         for name in ("capture_plan_artifacts", "auto_run"):
@@ -100,6 +116,7 @@ def resolve_options(
     capture_plan_artifacts: bool | None = None,
     sql_text: SqlTextPolicy | None = None,
     auto_run: bool | None = None,
+    capture_min_duration_ms: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> InstrumentationOptions:
     """Resolve every option: the argument if given, else its env var, else the default.
@@ -110,6 +127,7 @@ def resolve_options(
         capture_plan_artifacts: See `InstrumentationOptions`.
         sql_text: See `InstrumentationOptions`.
         auto_run: See `InstrumentationOptions`.
+        capture_min_duration_ms: See `InstrumentationOptions`.
         environ: Environment to read (default ``os.environ``).
 
     Returns:
@@ -134,4 +152,22 @@ def resolve_options(
         ),
         sql_text=sql_text,
         auto_run=_env_flag(env, ENV_AUTO_RUN, True) if auto_run is None else auto_run,
+        capture_min_duration_ms=(
+            _env_number(env, ENV_CAPTURE_MIN_DURATION_MS)
+            if capture_min_duration_ms is None
+            else capture_min_duration_ms
+        ),
     )
+
+
+def _env_number(environ: Mapping[str, str], name: str) -> float | None:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number of milliseconds, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value

@@ -26,9 +26,9 @@ from typing import Any
 from datafusion_otel import attributes as attr
 from datafusion_otel.findings import Thresholds, find
 from datafusion_otel.profile import as_rows, plan_only_profiles, query_profiles
-from datafusion_otel.report._html import NOT_RECORDED, fragment, page
+from datafusion_otel.report._html import NOT_CAPTURED, NOT_RECORDED, fragment, page
 
-__all__ = ["NOT_RECORDED", "render", "render_rows", "trace_link"]
+__all__ = ["NOT_CAPTURED", "NOT_RECORDED", "render", "render_rows", "trace_link"]
 
 _RUN_ID = "{run_id}"
 

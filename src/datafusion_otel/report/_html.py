@@ -14,7 +14,7 @@ from datafusion_otel.profile import SCAN_TIME_METRIC, OperatorProfile, QueryProf
 from datafusion_otel.report._assets import PAGE_STYLE, SCOPE, STYLE, script
 from datafusion_otel.report._gantt import timeline
 
-__all__ = ["NOT_RECORDED", "fragment", "page", "root_id"]
+__all__ = ["NOT_CAPTURED", "NOT_RECORDED", "fragment", "page", "root_id"]
 
 NOT_RECORDED = "not recorded"
 """Shown for every value DataFusion (or an older store) did not record."""
@@ -206,8 +206,17 @@ def _grid(query: QueryProfile, by_op: Mapping[str, list[Mapping[str, Any]]]) -> 
     )
 
 
-def _text_block(title: str, text: object) -> str:
+NOT_CAPTURED = "not captured: not in this query's capture set (it is in ALL_ARTIFACTS)"
+"""Shown for a plan text that was not asked for (no error names it)."""
+
+
+def _text_block(
+    title: str, text: object, name: str = "", artifacts: Mapping[str, Any] | None = None
+) -> str:
     if not isinstance(text, str) or not text.strip():
+        errors = str((artifacts or {}).get("artifact_errors") or "")
+        if name and artifacts and f'"{name}"' not in errors:  # not asked for, not failed
+            return f'<details><summary>{title}</summary><p class="nr">{NOT_CAPTURED}</p></details>'
         return f"<details><summary>{title}</summary><p>{_nr()}</p></details>"
     return f"<details><summary>{title}</summary><pre>{_e(text)}</pre></details>"
 
@@ -265,9 +274,11 @@ def _query(
         + (f"<pre>{_e(sql)}</pre>" if isinstance(sql, str) else f"<p>{_nr()}</p>")
         + _operators(query, lines, by_op)
         + timeline(query, NOT_RECORDED)
-        + _text_block("Logical plan", artifacts.get("logical_plan"))
-        + _text_block("Optimized logical plan", artifacts.get("optimized_plan"))
-        + _text_block("Physical plan text", physical)
+        + _text_block("Logical plan", artifacts.get("logical_plan"), "logical_plan", artifacts)
+        + _text_block(
+            "Optimized logical plan", artifacts.get("optimized_plan"), "optimized_plan", artifacts
+        )
+        + _text_block("Physical plan text", physical, "physical_plan", artifacts)
         + _errors(artifacts)
         + "</section>"
     )
