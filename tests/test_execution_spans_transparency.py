@@ -22,10 +22,10 @@ import pytest
 from datafusion import DataFrame, SessionConfig, SessionContext, udf
 from opentelemetry.trace import StatusCode
 
+from capture_support import artifact_events
 from datafusion_otel import attributes as attr
 from datafusion_otel import tracked_run
 from datafusion_otel.instrumentation import _execution
-from capture_support import artifact_events
 from instrumentation_support import Traced, instrumented
 
 MODES = ["plain", "span-only", "capture"]

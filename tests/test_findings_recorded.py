@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import datafusion_otel
+from capture_support import settle
 from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor, _run_findings, config
 from datafusion_otel import attributes as attr
 from datafusion_otel._run_findings import FindingsRecorder
@@ -21,7 +22,6 @@ from datafusion_otel.cli import main
 from datafusion_otel.findings import find, run_findings
 from datafusion_otel.store import RunStore
 from findings_support import capture, context, register_data
-from capture_support import settle
 from instrumentation_support import instrumented
 from otel_state import Handles, handles_fixture  # noqa: F401
 

@@ -24,10 +24,10 @@ from datafusion_otel import (
     DataFusionInstrumentor,
     DiagnosticsCollector,
     DiagnosticsSpanProcessor,
+    _capture_queue,
     bridge,
     tracked_run,
 )
-from datafusion_otel import _capture_queue
 from datafusion_otel import attributes as attr
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
@@ -53,11 +53,7 @@ class Provider:
         return [s.name for s in self.finished()]
 
     def operators(self) -> list[ReadableSpan]:
-        return [
-            s
-            for s in self.finished()
-            if (s.attributes or {}).get(attr.OPERATOR_DERIVED)
-        ]
+        return [s for s in self.finished() if (s.attributes or {}).get(attr.OPERATOR_DERIVED)]
 
     def executions(self) -> list[ReadableSpan]:
         return [

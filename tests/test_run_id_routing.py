@@ -17,11 +17,11 @@ from datafusion import SessionContext
 from opentelemetry.sdk.trace import ReadableSpan
 
 import datafusion_otel
+from capture_support import artifact_events, settle
 from datafusion_otel import DiagnosticsCollector, _emit, tracked_run
 from datafusion_otel import attributes as attr
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
-from capture_support import artifact_events, settle
 from instrumentation_support import instrumented
 
 SQL = "SELECT k, sum(v) AS total FROM t WHERE v > 15 GROUP BY k"
