@@ -10,10 +10,15 @@ however many processors the user added.
 `run_started` / `run_ended` keep the root span of every live run by run id, so that a query
 compiled with an explicit ``run_id`` and executed where that run is not current (a worker
 thread, an asyncio task) still finds its run (`live_root`).
+
+A forked child process owns none of its parent's runs: both are forgotten in the child
+(``os.register_at_fork``), so rows made there go to the child's own sinks, never to a copy of
+a parent run's sink (see `datafusion_otel.run_context`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -91,3 +96,16 @@ def live_root(run_id: str) -> trace.Span | None:
     with _lock:
         root = _live.get(run_id)
     return root if root is not None and root.is_recording() else None
+
+
+def _forget_parent_runs() -> None:
+    """In a forked child: the parent's runs, their sinks and live roots are the parent's."""
+    global _lock  # noqa: PLW0603 - a lock held by another thread at fork time stays held
+    _lock = threading.Lock()
+    _routes.clear()
+    _finished.clear()
+    _live.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_runs)
