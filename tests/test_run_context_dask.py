@@ -7,6 +7,12 @@ its first task (`run_context_workers.configure_worker`) and runs real DataFusion
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import run_context_workers as workers
@@ -57,3 +63,22 @@ def test_run_fanned_out_to_a_dask_local_cluster(tmp_path):
             assert isinstance(results, list)
     assert len({r["pid"] for r in results}) == 2  # both worker processes took tasks
     check_one_run(run.run_id, results, dispatchers, owner)
+
+
+def test_dask_example(tmp_path):
+    """examples/dask_run.py runs offline and shows one run row and every task's artifacts."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "dask_run.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, str(example), str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"run [0-9a-f]{32}: completed, 4 tasks on [12] worker processes", done.stdout)
+    assert "run rows: 1\n" in done.stdout
+    assert "plan artifacts under the run: 4\n" in done.stdout
+    assert "'city': 'Pune', 'trips': 250" in done.stdout
