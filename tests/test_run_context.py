@@ -19,6 +19,7 @@ import pytest
 from datafusion import SessionContext
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry.trace import StatusCode
 
 import datafusion_otel
 from datafusion_otel import (
@@ -28,6 +29,8 @@ from datafusion_otel import (
     run_context,
     tracked_run,
 )
+from datafusion_otel.bridge import sql_to_datafusion
+from datafusion_otel.compile_options import DataFusionCompileOptions
 from otel_state import handles_fixture  # noqa: F401
 from run_context_support import configure_owner, worker_tables, write_data
 
@@ -200,6 +203,65 @@ class TestSameProcess:
             s for s in owner.exporter.get_finished_spans() if s.name.startswith("SELECT")
         ]
         assert execution.parent is not None and execution.parent.span_id == root
+
+
+class TestWorkerSpan:
+    """The span `attached_run` opens where no execution span would carry the run's work."""
+
+    def test_run_bound_query_on_another_thread_lands_under_it(self, ctx):
+        owner = configure_owner()
+        options = DataFusionCompileOptions(run_id=RUN_ID)
+        answers: list[object] = []
+
+        def elsewhere() -> None:  # a plain thread: the attached context is not current here
+            frame = sql_to_datafusion(
+                "SELECT k, sum(v) FROM t GROUP BY k", ctx=ctx, options=options
+            )
+            answers.append(frame.to_pydict())
+
+        with attached_run(_carrier()) as attached:
+            thread = threading.Thread(target=elsewhere)
+            thread.start()
+            thread.join(60)
+        assert answers and attached.span is not None
+        datafusion_otel.force_flush(10)
+        rows = owner.sink.events_snapshot()
+        (artifact,) = rows["datafusion_plan_artifacts_v1"]
+        assert artifact["run_id"] == RUN_ID
+        assert "datafusion_runs_v1" not in rows  # not a run here: no run row
+        (own,) = [s for s in owner.exporter.get_finished_spans() if s.parent and s.parent.is_remote]
+        assert own.name == "datafusion.run.attached"
+        assert own.context.trace_id == int(RUN_ID, 16)
+        assert own.parent.span_id == int(TRACEPARENT.split("-")[2], 16)
+        assert any(e.name == "datafusion.plan_artifacts" for e in own.events)
+
+    def test_failure_in_the_block_is_recorded_and_raised(self):
+        owner = configure_owner()
+        before = otel_context.get_current()
+        with pytest.raises(KeyError), attached_run(_carrier(), span=True):
+            raise KeyError("secret-value")
+        assert otel_context.get_current() == before
+        (own,) = owner.exporter.get_finished_spans()
+        assert own.status.status_code is StatusCode.ERROR
+        assert [e.name for e in own.events] == ["exception"]
+
+    def test_no_span_of_its_own_under_the_instrumentor(self):
+        owner = configure_owner()
+        DataFusionInstrumentor().instrument()
+        try:
+            with attached_run(_carrier()) as attached:
+                SessionContext().sql("SELECT 1 AS x").to_pydict()
+        finally:
+            DataFusionInstrumentor().uninstrument()
+        assert attached.span is None
+        spans = owner.exporter.get_finished_spans()
+        assert {s.attributes["datafusion.method"] for s in spans} == {
+            "SessionContext.sql",  # planning
+            "DataFrame.to_pydict",  # execution
+        }
+        for span in spans:  # children of the dispatching span itself
+            assert span.parent is not None and span.parent.is_remote
+            assert span.context.trace_id == int(RUN_ID, 16)
 
 
 def test_fork_start_method(tmp_path):

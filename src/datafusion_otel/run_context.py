@@ -245,7 +245,8 @@ def attached_run(
     parent = trace.get_current_span(extracted).get_span_context()
     opened: trace.Span | None = None
     context = extracted
-    if span if span is not None else not _instrumented():
+    own_span = span if span is not None else not _instrumented()
+    if own_span:
         provider = config.resolve_provider()
         opened = config.tracer_for(provider).start_span(
             attr.ATTACHED_RUN_SPAN,
