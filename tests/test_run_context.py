@@ -25,6 +25,7 @@ import datafusion_otel
 from datafusion_otel import (
     DataFusionInstrumentor,
     DataFusionRunWarning,
+    _run_findings,
     attached_run,
     run_context,
     tracked_run,
@@ -262,6 +263,22 @@ class TestWorkerSpan:
         for span in spans:  # children of the dispatching span itself
             assert span.parent is not None and span.parent.is_remote
             assert span.context.trace_id == int(RUN_ID, 16)
+
+
+def test_worker_holds_no_rows_for_findings_of_runs_it_never_ends(ctx, monkeypatch):
+    """A worker's processor never sees an attached run's root: it keeps none of its rows."""
+    monkeypatch.setattr(_run_findings, "MAX_PENDING_RUNS", 2)
+    owner = configure_owner()
+    processor = datafusion_otel.config.processor_for(owner.provider)
+    for index in range(4):
+        run_id = f"{index + 1:032x}"
+        carrier = _carrier(run_id=run_id, traceparent=f"00-{run_id}-b7ad6b7169203331-01")
+        with attached_run(carrier, span=True):
+            sql_to_datafusion("SELECT k, sum(v) FROM t GROUP BY k", ctx=ctx).to_pydict()
+    datafusion_otel.force_flush(10)
+    rows = owner.sink.events_snapshot()["datafusion_plan_artifacts_v1"]
+    assert [r["run_id"] for r in rows] == [f"{i + 1:032x}" for i in range(4)]
+    assert processor.findings_skipped_runs == 0  # none held, so none pushed out
 
 
 def test_fork_start_method(tmp_path):

@@ -255,7 +255,10 @@ def attached_run(
             attributes={attr.ATTACHED_RUN_LABEL: label, attr.PROCESS_PID: os.getpid()},
         )
         context = trace.set_span_in_context(opened, extracted)
-    registered = opened is not None and _routing.live_root(run_id) is None
+    elsewhere = _routing.live_root(run_id) is None  # not a live run of this process
+    if elsewhere:  # its root never ends here: no rows held for its findings
+        _routing.mark_attached(run_id)
+    registered = opened is not None and elsewhere
     if registered and opened is not None:  # the run is not live here: this span stands for it
         _routing.run_started(run_id, opened)
     token = otel_context.attach(context)
