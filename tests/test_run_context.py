@@ -255,6 +255,7 @@ class TestWorkerSpan:
         finally:
             DataFusionInstrumentor().uninstrument()
         assert attached.span is None
+        datafusion_otel.force_flush(10)
         spans = owner.exporter.get_finished_spans()
         assert {s.attributes["datafusion.method"] for s in spans} == {
             "SessionContext.sql",  # planning

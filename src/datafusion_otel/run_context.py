@@ -30,6 +30,10 @@ Forked workers: a forked child owns none of its parent's runs (their routes are 
 the child, see `datafusion_otel._routing`), and DataFusion's async runtime does not survive a
 fork once the parent has used it; fork workers before the parent runs a query or registers a
 file, or use the ``spawn`` / ``forkserver`` start methods.
+
+Naming: the package attribute ``datafusion_otel.run_context`` is the function; this module's
+other names are imported from it by path (``from datafusion_otel.run_context import
+AttachedRun``).
 """
 
 from __future__ import annotations
