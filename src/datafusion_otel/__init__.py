@@ -21,6 +21,7 @@ from datafusion_otel.instrumentation import DataFusionInstrumentor
 from datafusion_otel.metrics import RunMetricsSpanProcessor, enable_run_metrics
 from datafusion_otel.processor import DiagnosticsSpanProcessor
 from datafusion_otel.rollups import summarize_runs
+from datafusion_otel.run_context import attached_run, run_context
 from datafusion_otel.runs import (
     DataFusionRun,
     DataFusionRunWarning,
@@ -61,6 +62,7 @@ __all__ = [
     "RunStore",
     "Telemetry",
     "__version__",
+    "attached_run",
     "cache_state_rows",
     "configure",
     "current_run",
@@ -72,6 +74,7 @@ __all__ = [
     "finish_run",
     "force_flush",
     "record_cache_state",
+    "run_context",
     "schema_for",
     "start_run",
     "summarize_runs",

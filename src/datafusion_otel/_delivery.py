@@ -14,13 +14,15 @@ in a weak registry: `SinkDispatcher.flush_sinks` (called by `datafusion_otel.for
 flushes them all within one timeout, so their buffered rows reach storage too.
 
 At interpreter exit the queue is flushed within what is left of the package's one exit budget
-(`datafusion_otel._exit`).
+(`datafusion_otel._exit`). A forked child starts with an empty queue and no sink to flush: the
+records queued and the sinks known at fork time are the parent's to deliver and flush.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import traceback
@@ -247,6 +249,15 @@ class SinkDispatcher:
             self._cond.notify_all()
         return flushed
 
+    def _forget_parent_work(self) -> None:
+        """In a forked child: drop the parent's queued records and flushable sinks."""
+        self._cond = threading.Condition()  # another thread may have held it at fork time
+        self._queue.clear()
+        self._bytes = 0
+        self._busy = 0
+        self._worker = None
+        self._flushable = weakref.WeakSet()
+
     # -- internals ---------------------------------------------------------------------------
     @staticmethod
     def _needs_size(sink: DiagnosticsSink) -> bool:
@@ -349,6 +360,8 @@ class SinkDispatcher:
 
 dispatcher = SinkDispatcher()
 """The process-wide dispatcher used by runs and span processors."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=dispatcher._forget_parent_work)
 
 
 @atexit.register

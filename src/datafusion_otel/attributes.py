@@ -21,6 +21,14 @@ RUN_METADATA: Final = "datafusion.run.metadata"
 RUN_EXPORTED: Final = "datafusion.run.exported"
 """Span attribute on a run's root span: whether the sampler selected the run for export."""
 
+# --- work attached to a run from another process (`datafusion_otel.run_context`) ----------
+ATTACHED_RUN_SPAN: Final = "datafusion.run.attached"
+"""Span name of the span `attached_run` opens in a worker (a child of the dispatching span)."""
+ATTACHED_RUN_LABEL: Final = "datafusion.run.attached.label"
+"""Span attribute on that span: the label of the run it is attached to (never a run's root)."""
+PROCESS_PID: Final = "process.pid"
+"""Semantic-convention attribute: the id of the process that made the span."""
+
 # --- standard OpenTelemetry error attributes ------------------------------------------------
 ERROR_TYPE: Final = "error.type"
 """Semantic-convention attribute naming the class of error that ended an operation."""

@@ -128,6 +128,8 @@ class DiagnosticsSpanProcessor(SpanProcessor):
             # the package's processor of another provider never sees this run's root: it
             # holds no rows for the run's findings
             foreign = route is not None and route.owner is not self and self.serves_runs
+            # nor the processor of a worker attached to a run of another process
+            foreign = foreign or _routing.is_attached(run_id)
             if self._findings is not None and not foreign:
                 late = root and _capture_queue.after_trace(
                     span.context.trace_id, lambda: self._late_findings(run_id, targets)
