@@ -22,6 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import StatusCode
 
 import datafusion_otel
+from capture_support import artifact_events
 from datafusion_otel import (
     DataFusionInstrumentor,
     DataFusionRunWarning,
@@ -234,7 +235,7 @@ class TestWorkerSpan:
         assert own.name == "datafusion.run.attached"
         assert own.context.trace_id == int(RUN_ID, 16)
         assert own.parent.span_id == int(TRACEPARENT.split("-")[2], 16)
-        assert any(e.name == "datafusion.plan_artifacts" for e in own.events)
+        assert artifact_events(owner.exporter.get_finished_spans(), own)
 
     def test_failure_in_the_block_is_recorded_and_raised(self):
         owner = configure_owner()

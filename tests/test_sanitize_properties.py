@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import datafusion_otel
+from capture_support import settle
 from datafusion_otel import DataFusionInstrumentor, DiagnosticsCollector, config, tracked_run
 from datafusion_otel._delivery import dispatcher
 from datafusion_otel.bridge import record_execution_artifacts, sql_to_datafusion
@@ -293,6 +294,7 @@ def _run_bridge(ctx: SessionContext, queries: list[Query], options: DataFusionCo
 
 def _check(exporter: InMemorySpanExporter, sink: DiagnosticsCollector, directory: Path,
            handler: _Records, lits: Literals) -> None:  # fmt: skip
+    settle()  # artifacts are captured off the query thread
     dispatcher.force_flush(10)  # rows are delivered off the query thread
     groups = {
         "spans": span_texts(exporter),

@@ -31,6 +31,7 @@ _PRUNING = (
     "pruning_pages_matched",
 )
 _NS_PER_SECOND = 1_000_000_000
+datetime_type = dt.datetime
 # DataFusion 55 reports pruning counters as text with a null value: "10 total → 3 matched".
 _PRUNING_TEXT = re.compile(r"^\s*(\d+) total → (\d+) matched")
 _PRUNING_COLUMNS = {
@@ -180,12 +181,17 @@ def _per_partition(node: OperatorNode) -> dict[int | None, dict[str, int | None]
         if values is None:
             values = grouped[partition] = {}
         value: int | None
-        if type(raw) is int:  # the common case, inlined (`_metric_value`)
+        kind = type(raw)
+        if kind is int:  # the common cases, inlined (`_metric_value`)
             value = None if raw == 0 and _is_time(name) else raw
+        elif raw is None:
+            value = None
+            if name in pruning:
+                _add_pruning(values, pruning[name], metric)
+        elif kind is datetime_type:
+            value = unix_time(raw, _NS_PER_SECOND)
         else:
             value = _metric_value(name, raw)
-            if value is None and name in pruning:
-                _add_pruning(values, pruning[name], metric)
         if name in values:
             previous = values[name]
             if previous is not None:

@@ -55,7 +55,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from datafusion_otel import _routing, config
+from datafusion_otel import _capture_queue, _routing, config
 from datafusion_otel import attributes as attr
 from datafusion_otel._errors import record_exception, run_policy
 from datafusion_otel.runs import DataFusionRun, DataFusionRunWarning, current_run
@@ -275,6 +275,8 @@ def attached_run(
         raise
     finally:
         otel_context.detach(token)
+        # the captures of the work done here land before the attached span ends (bounded)
+        _capture_queue.wait_trace(int(run_id, 16), _capture_queue.capture_wait_seconds())
         if registered and _routing.live_root(run_id) is opened:
             _routing.run_ended(run_id)
         if opened is not None:
