@@ -41,8 +41,9 @@ package has that option; else "n/a (option not available)").
 Backend down vs. up (``overhead_backends``): span only and default capture, the tiny query, each
 arm on its own TracerProvider from ``configure(tracer_provider=..., endpoint=...)`` pointing at
 the real receiver (up, twice: the second is the control), a refusing port, or a listener that
-accepts and never answers; wall time per block (no flush: a down backend would make the flush
-wait its timeout), ratio down / up of the same round.
+accepts and never answers; wall time per block, ratio down / up of the same round. No flush
+inside a measurement (a down backend would make it wait its timeout); after every block,
+untimed, the up backend's exporter is flushed so its export does not run into the next block.
 
 ParquetSink: rows per second written through it (``bench_store.measure``).
 """
