@@ -155,19 +155,28 @@ def _tiny_section(
 
 
 def _backend_section(
-    out: list[str], res: dict[str, Any], samples: dict[str, list[Sample]], block: int
+    out: list[str],
+    res: dict[str, Any],
+    samples: dict[str, list[Sample]],
+    block: int,
+    rng: random.Random,
+    n: int,
 ) -> dict[str, float]:
-    out += ["", f"Backend down vs. up, tiny query ({block} calls a block, no flush in it): "
-            "median ratio of wall time to the same mode with the receiver up"]  # fmt: skip
+    out += [
+        "",
+        f"Backend down vs. up, tiny query ({block} calls a block, no flush in it): median "
+        "ratio of wall time to the same mode with the receiver up [95 % bootstrap]",
+    ]
     ratios: dict[str, float] = {}
     for mode in MODES:
         up = samples[f"{mode}/up"]
         up_ms = statistics.median(s[WALL] for s in up) / block / 1e6
         cells = [f"up {up_ms:.3f} ms/call"]
         for backend in BACKENDS[1:]:
-            ratio = statistics.median(paired_ratios(samples[f"{mode}/{backend}"], up, WALL))
+            paired = paired_ratios(samples[f"{mode}/{backend}"], up, WALL)
+            ratio, low, high = median_ci(paired, n, rng)
             ratios[f"{mode}/{backend}"] = ratio
-            cells.append(f"{backend} {ratio:.3f}")
+            cells.append(f"{backend} {ratio:.3f} [{low:.3f}, {high:.3f}]")
         out.append(f"  {mode:<8} " + ", ".join(cells))
     res["backend_ratio_to_up"] = ratios
     return ratios
@@ -187,7 +196,7 @@ def build(
     out: list[str] = []
     geo = _tpch_section(out, res, tpch_samples, rng, args.resamples)
     added = _tiny_section(out, res, tiny_samples, args.tiny_block, rng, args.resamples)
-    down = _backend_section(out, res, backend, args.tiny_block)
+    down = _backend_section(out, res, backend, args.tiny_block, rng, args.resamples)
     rows, targets = [], []
     script = f"`overhead.py --scale {args.scale} --rounds {args.rounds}`"
     target = 0.01 if args.scale >= 1 else 0.03
@@ -259,6 +268,8 @@ def build(
         f"datafusion-otel overhead: TPC-H SF {args.scale}, {nq} queries (q15 left out: three "
         f"statements), {args.rounds} rounds; tiny query {args.tiny_rounds} rounds; "
         f"python {res['python']}, {res['cpus']} CPUs, {res['seconds']} s",
+        f"spans encoded to OTLP protobuf and dropped (TPC-H and tiny sections): "
+        f"{res['encoded']['spans']:,} ({res['encoded']['bytes']:,} bytes)",
         f"load average (1/5/15 min): start {res['load_start']}, after TPC-H "
         f"{res['load_after_tpch']}, after tiny {res['load_after_tiny']}, end {res['load_end']}",
         "arms:",
