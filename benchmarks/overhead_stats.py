@@ -72,6 +72,16 @@ def verdict(value: float, target: float) -> str:
     return "met" if value <= target else "not met"
 
 
+def noisy(control_error: float, margin: float, label: str) -> str:
+    """A warning for a verdict when the plain-vs-plain control is off by more than the margin.
+
+    Then the machine's noise is as large as what the target allows, and the verdict says little.
+    """
+    if control_error > margin:
+        return f"; too noisy to judge: the control is off by more than {label}"
+    return ""
+
+
 def pct(ratio: float) -> str:
     """A ratio as a signed percentage."""
     return f"{100 * (ratio - 1):+.1f} %"
