@@ -207,7 +207,8 @@ def build(
         w, c = geo[arm]["wall"], geo[arm]["cpu"]
         ok = verdict(max(w[0], c[0]), 1 + target)  # the issue's target is for capture only
         noise = max(abs(ctl["wall"][0] - 1), abs(ctl["cpu"][0] - 1))
-        shown = f" ({ok}{noisy(noise, target, f"{100 * target:g} %")})" if arm == "default" else ""
+        flag = noisy(noise, target, f"{100 * target:g} %")
+        shown = f" ({ok}{flag})" if arm == "default" else ""
         rows.append(
             f"| {what}, TPC-H SF {args.scale}, geometric mean over {nq} queries "
             f"({args.rounds} rounds) | wall **{pct(w[0])}** [{pct(w[1])}, {pct(w[2])}], "
@@ -239,7 +240,8 @@ def build(
         w, c = added[arm]["wall"], added[arm]["cpu"]
         ok = verdict(max(w[0], c[0]), TINY_TARGET_MS)
         noise = max(abs(added["control"]["wall"][0]), abs(added["control"]["cpu"][0]))
-        shown = f" ({ok}{noisy(noise, TINY_TARGET_MS, f"{TINY_TARGET_MS} ms")})" if arm != "span" else ""  # span: no target
+        flag = noisy(noise, TINY_TARGET_MS, f"{TINY_TARGET_MS} ms")
+        shown = f" ({ok}{flag})" if arm != "span" else ""  # span only: no target
         cw, cc = added["control"]["wall"][0], added["control"]["cpu"][0]
         rows.append(
             f"| {label} | wall **{w[0]:+.3f} ms** [{w[1]:+.3f}, {w[2]:+.3f}], CPU "
@@ -251,7 +253,8 @@ def build(
                             "wall_ms": w[0], "cpu_ms": c[0]})  # fmt: skip
     worst = max(v for k, v in down.items() if not k.endswith("up_control"))
     noise = max(abs(v - 1) for k, v in down.items() if k.endswith("up_control"))
-    ok = verdict(worst, BACKEND_TARGET) + noisy(noise, BACKEND_TARGET - 1, f"{BACKEND_TARGET - 1:.0%}")
+    flag = noisy(noise, BACKEND_TARGET - 1, f"{BACKEND_TARGET - 1:.0%}")
+    ok = verdict(worst, BACKEND_TARGET) + flag
     cells = ", ".join(
         f"{k.replace('/', ' ')} {v:.3f}" for k, v in down.items() if not k.endswith("up_control")
     )
