@@ -49,6 +49,12 @@ inside a measurement (a down backend would make it wait its timeout); after ever
 untimed, the up backend's exporter is flushed so its export does not run into the next block.
 
 ParquetSink: rows per second written through it (``bench_store.measure``).
+
+Targets (issue 15), judged on the measured point figures: default capture <= 3 % (SF < 1) or
+<= 1 % (SF >= 1) geometric mean, wall and CPU; on the tiny query <= 0.2 ms added, wall and CPU;
+backend down / up <= 1.02. Span only and full capture are reported without a target. A verdict
+adds "too noisy to judge" when the plain-vs-plain control is itself off by more than the
+target's margin. The load average is printed at the start, after each section and at the end.
 """
 
 from __future__ import annotations
