@@ -6,6 +6,10 @@ default capture set, and (once per query) the cost of the EXPLAIN ANALYZE equiva
 from metrics against a real ``EXPLAIN ANALYZE``. Prints a table and the geometric means.
 
     uv run python benchmarks/bench_artifacts.py --scale 1 --reps 5
+
+The README's Performance table comes from ``benchmarks/overhead.py``, which measures these arms
+with spans exported, the process CPU and more variants; this script stays for its
+EXPLAIN-ANALYZE-from-metrics figure.
 """
 
 from __future__ import annotations
