@@ -44,7 +44,7 @@ class OperatorTotals:
 
 
 def _add(sums: dict[str, int], key: str, value: object) -> None:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:  # not bool; rows hold plain ints (this runs per row and metric)
         sums[key] = sums.get(key, 0) + value
 
 
@@ -56,18 +56,24 @@ def operator_totals(rows: Sequence[Mapping[str, object]]) -> dict[str, OperatorT
         acc = totals.get(path)
         if acc is None:
             acc = totals[path] = OperatorTotals()
+        sums = acc.sums
         for key in _SUMMED:
-            _add(acc.sums, key, row.get(key))
+            _add(sums, key, row.get(key))
         other = row.get("other_metrics")
-        if isinstance(other, Mapping):
+        if type(other) is dict:
             for key in _SUMMED_OTHER:
-                _add(acc.sums, key, other.get(key))
+                _add(sums, key, other.get(key))
+        elif isinstance(other, Mapping):
+            for key in _SUMMED_OTHER:
+                _add(sums, key, other.get(key))
         start, end = row.get("start_time_unix_ns"), row.get("end_time_unix_ns")
-        if isinstance(start, int) and (acc.start is None or start < acc.start):
-            acc.start = start
-        if isinstance(end, int) and (acc.end is None or end > acc.end):
-            acc.end = end
-        if isinstance(start, int) and isinstance(end, int):
+        timed_start = type(start) is int
+        timed_end = type(end) is int
+        if timed_start and (acc.start is None or start < acc.start):  # type: ignore[operator]
+            acc.start = start  # type: ignore[assignment]
+        if timed_end and (acc.end is None or end > acc.end):  # type: ignore[operator]
+            acc.end = end  # type: ignore[assignment]
+        if timed_start and timed_end:
             acc.timed_partitions += 1
     return totals
 
