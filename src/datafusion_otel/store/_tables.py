@@ -5,7 +5,11 @@ schema, over an explicit list of files: the live files of `datafusion_otel.store
 (so rows a compaction merged are read once), minus damaged ones. The list is refreshed
 before every query, so files written since are seen.
 
-* Local folder: a private folder of links to the table's files, read by DataFusion.
+* Local folder: a private folder of links to the table's files, read by DataFusion. A
+  DataFrame lists its folder when it runs, possibly after the store object is gone, so link
+  folders are removed only at process exit. New files are linked into the current folder
+  (a DataFrame planned earlier then sees them too, as it would see a plain folder); when
+  files leave the live set (a compaction, a prune, a damaged file), a new folder is made.
 * S3: a pyarrow dataset over the objects (pyarrow's S3 reader), scanned by DataFusion.
 
 Damaged files never stop a query: on a local folder every file's footer is read once
@@ -17,12 +21,13 @@ skipped and reported once (``on_skip``), and the query runs again (`StoreTables.
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import shutil
 import tempfile
-import weakref
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -61,6 +66,17 @@ class TableSpec:
     prefix: str
     schema: pa.Schema
     partition: tuple[str, pa.DataType] | None = None
+
+
+_VIEW_ROOTS: list[str] = []
+_VIEW_LOCK = threading.Lock()
+
+
+@atexit.register
+def _remove_views() -> None:  # pragma: no cover - runs at interpreter exit
+    with _VIEW_LOCK:
+        for root in _VIEW_ROOTS:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _warn(path: StorePath, reason: str) -> None:
@@ -104,6 +120,7 @@ class StoreTables:
         self._registered: dict[str, tuple[str, ...]] = {}
         self._views: Path | None = None
         self._generation = 0
+        self._view_of: dict[str, tuple[Path, set[str]]] = {}
         self._arrow_fs: object = None
 
     @property
@@ -159,8 +176,15 @@ class StoreTables:
             _LOG.exception("on_skip callback failed for %s", self._where(key))
 
     def _register(self, table: TableSpec, keys: tuple[str, ...]) -> None:
+        current = self._view_of.get(table.name)
+        if current is not None and keys and current[1] <= set(keys):
+            self._link(table, current[0], [k for k in keys if k not in current[1]])
+            current[1].update(keys)  # same folder, same registration: new files show up
+            self._registered[table.name] = keys
+            return
         if self._ctx.table_exist(table.name):
             self._ctx.deregister_table(table.name)
+        self._view_of.pop(table.name, None)
         self._registered[table.name] = keys
         schema = table.schema
         if table.partition is not None:
@@ -186,28 +210,34 @@ class StoreTables:
             )
             self._ctx.register_dataset(table.name, dataset)
             return
-        assert isinstance(self._fs, LocalFS)
+        view = self._new_view(table)
+        self._link(table, view, keys)
+        self._view_of[table.name] = (view, set(keys))
         self._ctx.register_parquet(
             table.name,
-            str(self._view(table, keys)) + "/",
+            str(view) + "/",
             schema=table.schema,
             table_partition_cols=[table.partition] if table.partition else None,
         )
 
-    def _view(self, table: TableSpec, keys: tuple[str, ...]) -> Path:
-        """Return a new private folder of links to the files ``keys`` of ``table``.
+    def _new_view(self, table: TableSpec) -> Path:
+        """Return a new, empty private folder for links to files of ``table``."""
+        if self._views is None:
+            self._views = Path(tempfile.mkdtemp(prefix="datafusion-otel-store-"))
+            with _VIEW_LOCK:
+                _VIEW_ROOTS.append(str(self._views))
+        self._generation += 1
+        view = self._views / f"{table.name}-{self._generation}"
+        view.mkdir()
+        return view
+
+    def _link(self, table: TableSpec, view: Path, keys: Sequence[str]) -> None:
+        """Link the files ``keys`` of ``table`` into ``view``.
 
         The links keep a hive partition folder (``artifact=<name>/``) and flatten the rest
         (``day=`` folders), so DataFusion reads exactly these files.
         """
         assert isinstance(self._fs, LocalFS)
-        if self._views is None:
-            self._views = Path(tempfile.mkdtemp(prefix="datafusion-otel-store-"))
-            # the session may outlive this object (`RunStore.ctx`): the links live as long
-            weakref.finalize(self._ctx, shutil.rmtree, str(self._views), True)
-        self._generation += 1
-        view = self._views / f"{table.name}-{self._generation}"
-        view.mkdir()
         for key in keys:
             rest = key[len(table.prefix) :]
             if table.partition is not None and "/" in rest:
@@ -218,7 +248,6 @@ class StoreTables:
                 target = view
             link = target / rest.replace("/", "_")
             link.symlink_to(self._fs.path(key).resolve())
-        return view
 
     def _read_problem(self, key: str, table: TableSpec) -> str | None:
         if isinstance(self._fs, LocalFS):
