@@ -48,7 +48,6 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -56,23 +55,14 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datafusion_otel._coerce import coerce_rows
 from datafusion_otel._delivery import FlushMark, describe_exception, dispatcher
 from datafusion_otel._exit import exit_remaining
 from datafusion_otel._run_metadata import snapshot_text
 from datafusion_otel.attributes import RUN_STARTED_ARTIFACT, RUNS_TABLE
-from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._buffer import Chunk, Key, PendingRows, estimate_bytes
+from datafusion_otel.store._day_files import RunDays, rows_to_table, split_by_day
 from datafusion_otel.store._fs import LocalFS, StoreFS, open_location, resolve_location
-from datafusion_otel.store._layout import (
-    ARTIFACTS_SCHEMA,
-    FORMAT_KEY,
-    artifact_prefix,
-    day_of,
-    format_document,
-    new_data_key,
-    table_prefix,
-)
+from datafusion_otel.store._layout import FORMAT_KEY, format_document
 
 __all__ = ["ParquetSink"]
 
@@ -83,7 +73,6 @@ _BUFFER_BATCHES = 10
 _MAX_BUFFER_BYTES = 64 * 1024 * 1024
 _OVERFLOW_KEY: Key = ("buffer", "cap")
 _RUNS_KEY: Key = ("table", RUNS_TABLE)
-_RUN_DAYS = 100_000  # run id -> start day, for the runs this sink saw start
 _live_sinks: weakref.WeakSet[ParquetSink] = weakref.WeakSet()
 
 
@@ -165,7 +154,7 @@ class ParquetSink:
         self._failure_mark = 0
         self._overflow = 0
         self._logged: set[Key] = set()
-        self._run_days: OrderedDict[str, str] = OrderedDict()
+        self._run_days = RunDays()
         self._format_written = False
         self.files_written = 0
         self.rows_written = 0
@@ -211,7 +200,7 @@ class ParquetSink:
         copies = [dict(row) for row in rows]
         if name == RUNS_TABLE:
             for row in copies:
-                self._note_run_start(row.get("run_id"), row.get("start_time_unix_ms"))
+                self._run_days.note(row.get("run_id"), row.get("start_time_unix_ms"))
         self._append(("table", name), [(row, estimate_bytes(row)) for row in copies])
 
     def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
@@ -228,7 +217,7 @@ class ParquetSink:
         text = snapshot_text(payload)  # never raises: a bad value is a note, the rest is kept
         run_id = payload.get("run_id")
         if name == RUN_STARTED_ARTIFACT:
-            self._note_run_start(run_id, payload.get("start_time_unix_ms"))
+            self._run_days.note(run_id, payload.get("start_time_unix_ms"))
         row: dict[str, object] = {
             "event_time_unix_ms": time.time_ns() // 1_000_000,
             "run_id": run_id if isinstance(run_id, str) else None,
@@ -350,70 +339,27 @@ class ParquetSink:
     def _write(self, chunks: list[Chunk]) -> None:
         for chunk in chunks:
             try:
-                self._ensure_format()
-                for table, key in self._files(chunk.key, chunk.rows):
-                    self._write_file(table, key)
-            except Exception as exc:  # a storage failure must never reach the observed program
-                with self._cond:
-                    self._failures += len(chunk.rows)
-                # the type and frames only: a conversion error's message can quote a row's value
-                what = f"could not write {len(chunk.rows)} rows: {describe_exception(exc)}"
-                self._log_once(chunk.key, what)
+                for data_key, rows in split_by_day(chunk.key, chunk.rows, self._run_days):
+                    self._write_rows(chunk.key, data_key, rows)
             finally:
                 with self._cond:
                     self._pending.release(chunk)
 
-    def _note_run_start(self, run_id: object, start_ms: object) -> None:
-        if not isinstance(run_id, str) or not isinstance(start_ms, int):
-            return
-        with self._cond:
-            self._run_days[run_id] = day_of(start_ms)
-            self._run_days.move_to_end(run_id)
-            while len(self._run_days) > _RUN_DAYS:
-                self._run_days.popitem(last=False)
-
-    def _day(self, row: Mapping[str, object], kind: str, name: str) -> str:
-        start = row.get("start_time_unix_ms")
-        if kind == "table" and name == RUNS_TABLE and isinstance(start, int):
-            return day_of(start)
-        run_id = row.get("run_id")
-        with self._cond:
-            day = self._run_days.get(run_id) if isinstance(run_id, str) else None
-        return day or day_of(None)
-
-    def _files(self, key: Key, rows: list[dict[str, object]]) -> list[tuple[pa.Table, str]]:
-        """Return the tables to write for ``rows`` of ``key``, one per day, with their keys."""
-        kind, name = key
-        prefix = artifact_prefix(name) if kind == "artifact" else table_prefix(name)
-        by_day: dict[str, list[dict[str, object]]] = {}
-        for row in rows:
-            by_day.setdefault(self._day(row, kind, name), []).append(row)
-        return [
-            (self._to_table(key, day_rows), new_data_key(prefix, day))
-            for day, day_rows in sorted(by_day.items())
-        ]
-
-    def _to_table(self, key: Key, rows: list[dict[str, object]]) -> pa.Table:
-        kind, name = key
-        if kind == "artifact":
-            return coerce_rows(rows, ARTIFACTS_SCHEMA)
-        schema = SCHEMAS.get(name)
-        if schema is None:  # a table this package does not know: keep it with inferred types
-            return pa.Table.from_pylist(rows)
+    def _write_rows(self, key: Key, data_key: str, rows: list[dict[str, object]]) -> None:
         try:
-            return coerce_rows(rows, schema)
-        except ValueError:  # keep the rows that fit; report the others
-            good: list[dict[str, object]] = []
-            for row in rows:
-                try:
-                    coerce_rows([row], schema)
-                except ValueError:
-                    continue
-                good.append(row)
+            self._ensure_format()
+            table, misfits = rows_to_table(key, rows)
+            if misfits:
+                with self._cond:
+                    self._failures += misfits
+                self._log_once(key, f"dropped {misfits} rows not matching the schema")
+            self._write_file(table, data_key)
+        except Exception as exc:  # a storage failure must never reach the observed program
             with self._cond:
-                self._failures += len(rows) - len(good)
-            self._log_once(key, f"dropped {len(rows) - len(good)} rows not matching the schema")
-            return coerce_rows(good, schema)
+                self._failures += len(rows)
+            # the type and frames only: a conversion error's message can quote a row's value
+            what = f"could not write {len(rows)} rows: {describe_exception(exc)}"
+            self._log_once(key, what)
 
     def _ensure_format(self) -> None:
         """Record the store's format version, once per sink (concurrent writers agree)."""
