@@ -1,6 +1,7 @@
 """A writer process for the object-storage tests: N tracked runs into one store.
 
-Usage: ``python store_writer_app.py STORE RUNS LABEL COUNTER [MAX_BUFFER_ROWS]``.
+Usage: ``python store_writer_app.py STORE RUNS LABEL COUNTER [MAX_BUFFER_ROWS [BATCH_ROWS]]``
+(batch_rows default 100; the buffer cap defaults to the sink's, 10 x batch_rows).
 
 Each run executes a real DataFusion query inside ``tracked_run``, so the store gets a run row
 and its started/finished artifacts. After each run the number of runs completed and the
@@ -23,10 +24,11 @@ from datafusion_otel.store import ParquetSink
 def main() -> None:
     """Write the runs, then close the sink (flushing everything)."""
     store, runs, label, counter = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    bound = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    bound = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] != "-" else None
+    batch_rows = int(sys.argv[6]) if len(sys.argv) > 6 else 100
     with open(counter, "r+b") as handle:
         shared = mmap.mmap(handle.fileno(), 16)
-    sink = ParquetSink(store, batch_rows=25, flush_interval=0.05, max_buffer_rows=bound)
+    sink = ParquetSink(store, batch_rows=batch_rows, flush_interval=0.2, max_buffer_rows=bound)
     ctx = SessionContext()
     ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (3, 'a')").collect()
     print("ready", flush=True)

@@ -107,8 +107,8 @@ class TestRoundTrip:
 def _start_writer(store: str, runs: int, label: str, counter: Path, bound: int | None = None):  # type: ignore[no-untyped-def]
     counter.write_bytes(bytes(_COUNTER.size))
     args = [sys.executable, str(_WRITER), store, str(runs), label, str(counter)]
-    if bound is not None:
-        args.append(str(bound))
+    if bound is not None:  # a small buffer cap (and batches that fit it)
+        args += [str(bound), str(bound // 2)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
 

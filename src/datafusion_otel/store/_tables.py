@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -121,7 +121,10 @@ class StoreTables:
         self._views: Path | None = None
         self._generation = 0
         self._view_of: dict[str, tuple[Path, set[str]]] = {}
-        self._arrow_fs: object = None
+        self._arrow_fs: Any = None
+        self._format = ds.ParquetFileFormat()
+        self._fragments: dict[str, Any] = {}
+        self._sizes: dict[str, int] = {}
 
     @property
     def skipped(self) -> list[tuple[StorePath, str]]:
@@ -134,6 +137,9 @@ class StoreTables:
     def _live(self) -> dict[str, list[str]]:
         listing = self._catalog.listing()
         live: dict[str, list[str]] = {t.name: [] for t in self._tables}
+        self._sizes = {obj.key: obj.size for obj in listing.live}
+        for key in [k for k in self._fragments if k not in self._sizes]:
+            del self._fragments[key]  # compacted or pruned away
         for obj in listing.live:
             for table in self._tables:
                 if obj.key.startswith(table.prefix):
@@ -195,20 +201,7 @@ class StoreTables:
             )
             return
         if isinstance(self._fs, S3FS):
-            if self._arrow_fs is None:
-                self._arrow_fs = self._fs.arrow_filesystem()
-            partitioning = None
-            if table.partition is not None:
-                partitioning = ds.partitioning(pa.schema([table.partition]), flavor="hive")
-            dataset = ds.dataset(
-                [self._fs.arrow_path(k) for k in keys],
-                schema=schema,
-                format="parquet",
-                filesystem=self._arrow_fs,
-                partitioning=partitioning,
-                partition_base_dir=self._fs.arrow_path(table.prefix.rstrip("/")),
-            )
-            self._ctx.register_dataset(table.name, dataset)
+            self._ctx.register_dataset(table.name, self._dataset(table, schema, keys))
             return
         view = self._new_view(table)
         self._link(table, view, keys)
@@ -219,6 +212,33 @@ class StoreTables:
             schema=table.schema,
             table_partition_cols=[table.partition] if table.partition else None,
         )
+
+    def _dataset(self, table: TableSpec, schema: pa.Schema, keys: tuple[str, ...]) -> ds.Dataset:
+        """Return a pyarrow dataset over the S3 objects ``keys`` of ``table``.
+
+        Fragments are kept per key (with the object's size, saving a request per file): a
+        fragment keeps the footer it read, so later queries and registrations reuse it.
+        """
+        assert isinstance(self._fs, S3FS)
+        if self._arrow_fs is None:
+            self._arrow_fs = self._fs.arrow_filesystem()
+        fragments = []
+        for key in keys:
+            fragment = self._fragments.get(key)
+            if fragment is None:
+                partition = ds.scalar(True)
+                if table.partition is not None:  # artifacts/artifact=<name>/...
+                    value = key[len(table.prefix) :].split("/", 1)[0].split("=", 1)[1]
+                    partition = ds.field(table.partition[0]) == value
+                fragment = self._format.make_fragment(
+                    self._fs.arrow_path(key),
+                    self._arrow_fs,
+                    partition_expression=partition,
+                    file_size=self._sizes.get(key),
+                )
+                self._fragments[key] = fragment
+            fragments.append(fragment)
+        return ds.FileSystemDataset(fragments, schema, self._format, self._arrow_fs)
 
     def _new_view(self, table: TableSpec) -> Path:
         """Return a new, empty private folder for links to files of ``table``."""
