@@ -83,6 +83,19 @@ class TestRoundTrip:
             ["sql", "SELECT count(*) AS n FROM artifacts", "--store", s3_store], capsys
         )
         assert counted == [{"n": 6}]
+        found = _cli_json(["findings", ids[1], "--store", s3_store], capsys)
+        assert isinstance(found, list)
+
+    def test_report_from_s3(
+        self, s3_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        ctx = SessionContext()
+        with ParquetSink(s3_store) as sink, tracked_run(label="r", sink=sink) as run:
+            ctx.sql("SELECT 1 AS x").to_arrow_table()
+        target = tmp_path / "run.html"
+        report = _cli_json(["report", run.run_id, "-o", str(target), "--store", s3_store], capsys)
+        assert isinstance(report, dict) and report["run_id"] == run.run_id
+        assert run.run_id in target.read_text()
 
     def test_files_written_after_opening_are_seen(self, s3_store: str) -> None:
         store = RunStore(s3_store)

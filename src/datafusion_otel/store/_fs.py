@@ -240,7 +240,13 @@ class S3FS(StoreFS):
     """
 
     def __init__(self, location: S3Location) -> None:
-        from obstore.store import S3Store  # optional dependency: the ``s3`` extra
+        try:
+            from obstore.store import S3Store  # optional dependency: the ``s3`` extra
+        except ImportError as exc:
+            raise ImportError(
+                f"run store {location.uri!r}: s3:// stores need obstore "
+                "(pip install 'datafusion-otel[s3]')"
+            ) from exc
 
         self.location = location
         self.uri = location.uri

@@ -321,7 +321,11 @@ class StoreTables:
                 if must_propagate(exc):
                     raise
                 relists -= 1
-                if not self._find_unreadable(relists >= 0):
+                try:
+                    changed = self._find_unreadable(relists >= 0)
+                except Exception as again:  # the store itself failed (an S3 listing)
+                    raise self._error(one_line(again)) from exc
+                if not changed:
                     prefix = "DataFusion panicked: " if is_panic(exc) else ""
                     raise self._error(prefix + one_line(exc)) from exc
 
