@@ -16,6 +16,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
+from datafusion_otel import attributes as attr
+from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._fs import StoreFS
 from datafusion_otel.store._layout import MANIFEST_SUFFIX, PARQUET_SUFFIX, day_of_key
 from datafusion_otel.store._lease import Lease
@@ -23,6 +25,7 @@ from datafusion_otel.store._lease import Lease
 __all__ = ["PruneReport", "parse_age", "prune"]
 
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_TABLE_FOLDERS = frozenset(SCHEMAS) | {attr.ARTIFACTS_FOLDER}
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -94,7 +97,8 @@ def prune(
                 continue
             day = day_of_key(obj.key)
             if day is None:
-                report.undated_files += 1
+                if obj.key.split("/", 1)[0] in _TABLE_FOLDERS:  # not the demo's TPC-H data
+                    report.undated_files += 1
             else:
                 by_day.setdefault(day, []).append(obj.key)
         for day in sorted(by_day):
