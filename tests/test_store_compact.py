@@ -243,3 +243,17 @@ class TestFormats:
             RunStore(tmp_path).sql("SELECT run_id FROM runs ORDER BY run_id"),
             store.sql("SELECT run_id FROM runs ORDER BY run_id"),
         )
+
+
+class TestReaderLifetime:
+    """A query planned on a store's session still reads every row after the store is gone."""
+
+    def test_a_dataframe_outliving_its_run_store(self, tmp_path: Path) -> None:
+        _write_runs(str(tmp_path), 10)
+        frame = RunStore(tmp_path).ctx.sql("SELECT run_id FROM runs")  # the store is dropped
+        import gc
+
+        gc.collect()
+        assert len(frame.to_pylist()) == 10
+        frame = RunStore(tmp_path).sql("SELECT count(*) AS n FROM runs")
+        assert frame.to_pylist() == [{"n": 10}]
