@@ -257,3 +257,45 @@ class TestReaderLifetime:
         assert len(frame.to_pylist()) == 10
         frame = RunStore(tmp_path).sql("SELECT count(*) AS n FROM runs")
         assert frame.to_pylist() == [{"n": 10}]
+
+
+class TestWhatReadersRead:
+    """The rules readers apply to a listing (`live_files`)."""
+
+    @staticmethod
+    def _listing(keys: list[str], manifests: dict[str, list[str] | None]) -> dict[str, list[str]]:
+        from datafusion_otel.store._catalog import live_files
+        from datafusion_otel.store._fs import StoreObject
+
+        objects = [StoreObject(k, 1, 0.0) for k in keys]
+        covers = {k: None if v is None else frozenset(v) for k, v in manifests.items()}
+        listing = live_files(objects, covers)
+        return {
+            name: sorted(o.key for o in getattr(listing, name))
+            for name in ("live", "covered", "incomplete", "superseded")
+        }
+
+    def test_rules(self) -> None:
+        d = "datafusion_runs_v1/day=2026-12-01/"
+        s1, s2, s3, s4 = (f"{d}{i}-w-000000.parquet" for i in range(1, 5))
+        m1, m2, m3 = (f"{d}c-{i}-w-000000.parquet" for i in range(1, 4))
+        # no manifest yet: the merged file is not read, its sources are
+        got = self._listing([s1, s2, m1], {})
+        assert got["live"] == [s1, s2] and got["incomplete"] == [m1]
+        # complete: the merged file is read, its sources are not (still there or not)
+        got = self._listing([s1, s2, s3, m1, manifest_key(m1)], {manifest_key(m1): [s1, s2]})
+        assert got["live"] == [s3, m1] and got["covered"] == [s1, s2]
+        # a newer merge of the merged file: only the newest is read
+        manifests: dict[str, list[str] | None] = {
+            manifest_key(m1): [s1, s2],
+            manifest_key(m2): [m1, s3, s1, s2],
+        }
+        got = self._listing([s1, m1, m2, s3, s4], manifests)
+        assert got["live"] == [s4, m2] and got["covered"] == sorted([s1, m1, s3])
+        # two merges overlapping (two compactors): the newer wins, the older is not read
+        manifests = {manifest_key(m2): [s1, s2], manifest_key(m3): [s2, s3]}
+        got = self._listing([s1, s2, s3, m2, m3], manifests)
+        assert got["live"] == [s1, m3] and got["superseded"] == [m2]
+        # an unreadable manifest counts as none
+        got = self._listing([s1, m1], {manifest_key(m1): None})
+        assert got["live"] == [s1] and got["incomplete"] == [m1]

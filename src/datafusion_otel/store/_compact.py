@@ -13,7 +13,9 @@
 Files written while this runs are not in the listing and stay untouched, so no row is lost
 or read twice at any moment. A compactor that dies leaves either a merged file without a
 manifest (readers skip it; the next run deletes it once older than the lease) or sources a
-complete merge covers (readers skip them; the next run deletes them). A damaged source file
+complete merge covers (readers skip them; the next run deletes them). Two merges covering a
+file in common (only if two compactors ran at once despite the lease) are left for a person:
+readers read the newer one, the older one is logged. A damaged source file
 is left out of a merge and stays where it is (readers skip it as before).
 """
 
@@ -103,8 +105,12 @@ class _Compactor:
     def clean(self, listing: StoreListing) -> None:
         """Delete what earlier compactions left: covered sources, old unfinished merges."""
         cutoff = time.time() - self.keep_seconds
-        doomed = [o.key for o in listing.covered + listing.superseded]
+        doomed = [o.key for o in listing.covered]
         doomed += [o.key for o in listing.incomplete if o.modified < cutoff]
+        for obj in listing.superseded:  # two compactors raced: leave it for a person to look at
+            _LOG.warning(
+                "merged file %s overlaps a newer merge; not read", self.fs.display(obj.key)
+            )
         if doomed:
             self.lease.check()
         for key in doomed:
