@@ -245,6 +245,26 @@ class TestFormats:
         )
 
 
+class TestFormatDocument:
+    """A writer records the format version; a newer version is refused with one line."""
+
+    def test_local_store(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        _write_runs(str(tmp_path), 2)
+        assert json.loads((tmp_path / "_format.json").read_text()) == {
+            "format": "datafusion-otel-run-store",
+            "version": 2,
+        }
+        assert RunStore(tmp_path).format_version == 2
+        (tmp_path / "_format.json").write_text(
+            '{"format": "datafusion-otel-run-store", "version": 3}'
+        )
+        with pytest.raises(StoreError, match="format version 3"):
+            RunStore(tmp_path)
+        capsys.readouterr()
+        assert main(["stats", "--store", str(tmp_path)]) == 1
+        assert "format version 3" in capsys.readouterr().err
+
+
 class TestReaderLifetime:
     """A query planned on a store's session still reads every row after the store is gone."""
 
