@@ -48,7 +48,7 @@ accepts and never answers; wall time per block, ratio down / up of the same roun
 inside a measurement (a down backend would make it wait its timeout); after every block,
 untimed, the up backend's exporter is flushed so its export does not run into the next block.
 
-ParquetSink: rows per second written through it (``bench_store.measure``).
+ParquetSink: rows per second written through it (``bench_sink.measure``).
 
 Targets (issue 15), judged on the measured point figures: default capture <= 3 % (SF < 1) or
 <= 1 % (SF >= 1) geometric mean, wall and CPU; on the tiny query <= 0.2 ms added, wall and CPU;
@@ -70,7 +70,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import bench_store  # the script's folder is on sys.path: these are its siblings
+import bench_sink  # the script's folder is on sys.path: these are its siblings
 import overhead_report
 from datafusion import SessionContext
 from overhead_arms import (
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     result["load_after_tiny"] = load()
     datafusion_otel.force_flush()
     result["encoded"] = {"spans": exporter.spans, "bytes": exporter.bytes}
-    sink = bench_store.measure(args.sink_rows)
+    sink = bench_sink.measure(args.sink_rows)
     backend = overhead_report.run_backends(tiny, args.backend_rounds, args.tiny_block, armed)
     result["load_end"] = load()
     result["seconds"] = round(time.perf_counter() - started, 1)

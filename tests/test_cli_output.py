@@ -178,13 +178,13 @@ class TestOneLineErrors:
         assert "the store is read-only" in err
         assert not target.exists()
 
-    def test_remote_store_is_not_supported_yet(
+    def test_other_remote_schemes_are_refused(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.chdir(tmp_path)
-        err = _one_line_error(["runs", "--store", "s3://bucket/runs"], capsys)
-        assert "s3:// scheme is not supported yet" in err
-        assert not (tmp_path / "s3:").exists()
+        err = _one_line_error(["runs", "--store", "gs://bucket/runs"], capsys)
+        assert "gs:// scheme is not supported" in err
+        assert not (tmp_path / "gs:").exists()
 
     @pytest.mark.parametrize("kind", ["file", "below-a-file"])
     def test_demo_store_that_cannot_be_a_folder(self, tmp_path: Path, kind: str) -> None:

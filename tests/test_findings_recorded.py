@@ -59,7 +59,7 @@ class TestRecordedInTheStore:
     ) -> None:
         path, ids = store
         opened = RunStore(path)
-        assert list((path / attr.FINDINGS_TABLE).glob("*.parquet"))
+        assert list((path / attr.FINDINGS_TABLE).rglob("*.parquet"))
         for name in ("skew", "spill"):
             recorded = opened.stored_findings(ids[name])
             assert recorded, name

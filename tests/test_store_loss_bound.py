@@ -116,7 +116,9 @@ class TestBoundedBuffer:
         rows = [{**RUN_ROW, "run_id": format(i, "032x")} for i in range(1000)]
         sink.record_events(attr.RUNS_TABLE, rows)
         assert sink.force_flush(10)
-        sizes = [pq.read_metadata(p).num_rows for p in (tmp_path / attr.RUNS_TABLE).iterdir()]
+        sizes = [
+            pq.read_metadata(p).num_rows for p in (tmp_path / attr.RUNS_TABLE).rglob("*.parquet")
+        ]
         assert sum(sizes) == 1000
         assert max(sizes) <= 50
         sink.close()
@@ -192,12 +194,16 @@ class TestArtifactSnapshots:
 class TestUriSchemes:
     """A remote URI is a clear error, never a local folder named after the scheme."""
 
-    def test_s3_is_not_supported_yet(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_other_schemes_are_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.chdir(tmp_path)
-        with pytest.raises(ValueError, match="s3:// scheme is not supported yet"):
-            ParquetSink("s3://bucket/x")
-        with pytest.raises(StoreError, match="gs:// scheme is not supported yet"):
-            RunStore("gs://bucket/x")
+        with pytest.raises(ValueError, match="gs:// scheme is not supported"):
+            ParquetSink("gs://bucket/x")
+        with pytest.raises(StoreError, match="az:// scheme is not supported"):
+            RunStore("az://bucket/x")
+        with pytest.raises(ValueError, match="names a bucket"):
+            ParquetSink("s3:///x")
         assert list(tmp_path.iterdir()) == []
 
     def test_file_uri_is_a_local_folder(self, tmp_path: Path) -> None:

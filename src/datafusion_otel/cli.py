@@ -1,7 +1,8 @@
 """The ``datafusion-otel`` command line: a TPC-H demo and a browser for the run store.
 
-Commands (each takes ``--store PATH``, default ``$DATAFUSION_OTEL_HOME`` or
-``./.datafusion-otel``, and ``--json``):
+Commands (each takes ``--store PATH`` (a folder, or ``s3://bucket/prefix`` with the ``AWS_*``
+environment variables), default ``$DATAFUSION_OTEL_HOME`` or ``./.datafusion-otel``, and
+``--json``):
 
 * ``demo``: generate TPC-H data, run the 22 queries as tracked runs into the store.
 * ``runs``: recent runs. ``show RUN_ID``: one run (a unique id prefix is enough).
@@ -9,6 +10,8 @@ Commands (each takes ``--store PATH``, default ``$DATAFUSION_OTEL_HOME`` or
   query over the store (DDL, DML and statements are refused).
 * ``findings [RUN_ID | --label L]``: why a run was slow (see `datafusion_otel.findings`).
   ``report RUN_ID [-o FILE]``: the run's offline HTML profile (`datafusion_otel.report`).
+* ``compact``: merge the store's small files (safe while writers write).
+  ``prune --older-than 30d``: delete the days older than that, all tables together.
 
 ``$DATAFUSION_OTEL_TRACE_URL`` (a template with ``{run_id}``) makes ``runs`` and ``show``
 print a link to each run in a trace UI.
@@ -27,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from datafusion_otel.commands import browse
+from datafusion_otel.commands import browse, maintain
 from datafusion_otel.commands import demo as demo_command
 from datafusion_otel.commands import findings as findings_command
 from datafusion_otel.config import Telemetry, configure
@@ -97,7 +100,7 @@ def _positive_float(text: str) -> float:
 
 def _store_path(text: str) -> str:
     if not text.strip():
-        raise argparse.ArgumentTypeError("expected a folder, got an empty string")
+        raise argparse.ArgumentTypeError("expected a folder or URI, got an empty string")
     return text
 
 
@@ -107,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _Parser(add_help=False)
-    common.add_argument("--store", metavar="PATH", type=_store_path, help="run store folder")
+    common.add_argument(
+        "--store", metavar="PATH", type=_store_path, help="run store folder or s3://bucket/prefix"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     demo = commands.add_parser("demo", parents=[common], help="run the 22 TPC-H queries")
@@ -144,6 +149,22 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix")
     report.add_argument("-o", "--output", metavar="FILE", help="HTML file (run-<id>.html)")
     report.set_defaults(func=findings_command.report)
+
+    compact = commands.add_parser("compact", parents=[common], help="merge small store files")
+    compact.add_argument(
+        "--target-mb", type=_positive_float, default=128.0, help="merged file size (128 MB)"
+    )
+    compact.add_argument(
+        "--lease-seconds", type=_positive_float, default=600.0, help="lease lifetime (600 s)"
+    )
+    compact.set_defaults(func=maintain.compact)
+
+    prune = commands.add_parser("prune", parents=[common], help="delete old days of runs")
+    prune.add_argument(
+        "--older-than", metavar="AGE", type=maintain.age, required=True, help="e.g. 30d, 12h"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    prune.set_defaults(func=maintain.prune)
     return parser
 
 

@@ -33,7 +33,7 @@ __all__ = ["open_store", "runs", "show", "sql", "stats", "trace_url_template"]
 _RUN_ID = "{run_id}"
 
 
-def _warn_skipped(path: Path, reason: str) -> None:
+def _warn_skipped(path: Path | str, reason: str) -> None:
     print(f"datafusion-otel: warning: skipped damaged file {path}: {reason}", file=sys.stderr)
 
 

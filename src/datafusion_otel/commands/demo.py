@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,7 +169,7 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
     template = trace_url_template()  # a bad template is a one-line error before any work
     log = sys.stderr if args.json else sys.stdout
     sink = _open_sink(args.store)
-    data_dir = Path(args.data_dir) if args.data_dir else sink.path / "tpch" / f"sf{args.scale}"
+    data_dir = Path(args.data_dir) if args.data_dir else _data_home(sink) / f"sf{args.scale}"
     if not tpch.data_complete(data_dir):
         print(f"generating TPC-H data at scale factor {args.scale} in {data_dir} ...", file=log)
     tpch.generate(args.scale, data_dir)
@@ -201,7 +202,14 @@ def demo(args: argparse.Namespace, configure_telemetry: Callable[[ParquetSink], 
     return 0 if failed == 0 and delivered else 1
 
 
-def _stats_of(store: Path, summary: list[dict[str, object]]) -> list[dict[str, object]]:
+def _data_home(sink: ParquetSink) -> Path:
+    """Where the demo caches TPC-H data: in a local store, else in the temporary folder."""
+    if isinstance(sink.path, Path):
+        return sink.path / "tpch"
+    return Path(tempfile.gettempdir()) / "datafusion-otel-tpch"
+
+
+def _stats_of(store: Path | str, summary: list[dict[str, object]]) -> list[dict[str, object]]:
     """Per-label statistics of this invocation's runs only (not of earlier demos in the store).
 
     The runs are read back from the store by id and rolled up as ``stats`` does

@@ -1,5 +1,11 @@
 """`ParquetSink`: the embedded default sink, Parquet files in one folder per table.
 
+The store is a local folder or ``s3://bucket/prefix`` on S3-compatible storage (see
+`datafusion_otel.store._fs`); the layout (one ``day=YYYY-MM-DD`` folder per table and UTC
+day the row's run started, files named after their writer) is in
+`datafusion_otel.store._layout`. Many writer processes, on many machines, may write one
+store at once with no coordination: each writes its own immutable files.
+
 Durability and the loss bound:
 
 * ``record_events`` / ``record_artifact`` only append to an in-memory buffer under a lock
@@ -9,10 +15,14 @@ Durability and the loss bound:
   seconds after its oldest buffered row arrived, or at once for every table when the buffer
   is half full. `force_flush`, `close` and process exit (``atexit``, bounded by
   ``exit_timeout``) write everything buffered, in files of at most ``batch_rows`` rows.
-* Every file is written under a temporary name (``.<name>.parquet.tmp``), fsynced, then
-  renamed with ``os.replace``: readers see a complete file or none. A crash (even SIGKILL)
-  at any moment leaves a readable store; leftover ``.tmp`` files are ignored by readers and
-  removed by the next sink opened on the folder once they are an hour old.
+* Every local file is written under a temporary name (``.<name>.parquet.tmp``), fsynced,
+  then renamed with ``os.replace``; every S3 object with one PUT of the whole file: readers
+  see a complete file or none. A crash (even SIGKILL) at any moment leaves a readable store;
+  leftover ``.tmp`` files are ignored by readers and removed by the next sink opened on the
+  folder once they are an hour old.
+* A row goes to the day its run started: the run row by its ``start_time_unix_ms``, the
+  other rows of a run by the start the sink saw in the run's ``datafusion_run_started_v1``
+  artifact (else, for work attached from another process, the day the row is written).
 * **Loss bound**: the sink holds at most ``max_buffer_rows`` rows and ``max_buffer_bytes``
   estimated bytes that are not yet in a renamed file (buffered rows plus the files being
   written) in each of two pools: the ``datafusion_runs_v1`` rows, and the rows of every other
@@ -22,13 +32,17 @@ Durability and the loss bound:
   ``max_buffer_bytes`` estimated bytes), whatever the load. A row that would go over its
   pool's cap is dropped on arrival and counted in `ParquetSink.dropped_rows` (and
   `ParquetSink.overflow_rows`); the first drop is logged and the next `force_flush` returns
-  False. A failed write (disk full, permissions), a row not matching its table's schema and a
-  row recorded after `close` are dropped the same way.
+  False. A failed write (disk full, permissions, an unreachable S3 endpoint: a request gives
+  up after ``$DATAFUSION_OTEL_S3_TIMEOUT`` seconds), a row not matching its table's schema
+  and a row recorded after `close` are dropped the same way.
+* `force_flush` and `close` wait at most their timeout, also when a write hangs (the write
+  then goes on on a helper thread; the process can exit meanwhile).
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import threading
@@ -41,21 +55,14 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datafusion_otel._coerce import coerce_rows
 from datafusion_otel._delivery import FlushMark, describe_exception, dispatcher
 from datafusion_otel._exit import exit_remaining
 from datafusion_otel._run_metadata import snapshot_text
-from datafusion_otel.attributes import RUNS_TABLE
-from datafusion_otel.schema_registry import SCHEMAS
+from datafusion_otel.attributes import RUN_STARTED_ARTIFACT, RUNS_TABLE
 from datafusion_otel.store._buffer import Chunk, Key, PendingRows, estimate_bytes
-from datafusion_otel.store._layout import (
-    ARTIFACTS_SCHEMA,
-    TMP_SUFFIX,
-    artifact_folder,
-    new_file_name,
-    resolve_home,
-    table_folder,
-)
+from datafusion_otel.store._day_files import RunDays, rows_to_table, split_by_day
+from datafusion_otel.store._fs import LocalFS, StoreFS, open_location, resolve_location
+from datafusion_otel.store._layout import FORMAT_KEY, format_document
 
 __all__ = ["ParquetSink"]
 
@@ -73,8 +80,9 @@ class ParquetSink:
     """Diagnostics sink writing every table and artifact to Parquet files under one folder.
 
     Args:
-        path: Store folder (or a ``file://`` URI). Default: ``$DATAFUSION_OTEL_HOME``, else
-            ``./.datafusion-otel``.
+        path: Store folder (or a ``file://`` URI), or ``s3://bucket/prefix`` (needs the
+            ``s3`` extra; settings from the ``AWS_*`` environment variables). Default:
+            ``$DATAFUSION_OTEL_HOME``, else ``./.datafusion-otel``.
         batch_rows: Rows of one table that trigger a write; the most rows of one file.
         flush_interval: Seconds after which buffered rows are written anyway.
         fsync: Sync each file to disk before renaming it into place (survives power loss,
@@ -89,7 +97,7 @@ class ParquetSink:
     Raises:
         ValueError: If ``batch_rows`` < 1, ``flush_interval`` <= 0, ``max_buffer_rows`` <
             ``batch_rows``, ``max_buffer_bytes`` < 1, or ``path`` is a URI whose scheme the
-            store does not support yet (``s3://``, ...).
+            store does not support (``gs://``, ...).
 
     Example:
         >>> from datafusion_otel import tracked_run
@@ -124,8 +132,12 @@ class ParquetSink:
             )
         if max_buffer_bytes < 1:
             raise ValueError(f"max_buffer_bytes must be >= 1, got {max_buffer_bytes}")
-        self.path = resolve_home(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        location = resolve_location(path)
+        self._fs: StoreFS = open_location(location, fsync=fsync)
+        self.path: Path | str = location if isinstance(location, Path) else location.uri
+        """The store: a local folder, or an ``s3://`` URI."""
+        if isinstance(self._fs, LocalFS):
+            self._fs.root.mkdir(parents=True, exist_ok=True)
         self.batch_rows = batch_rows
         self.max_buffer_rows = max_rows
         self.max_buffer_bytes = max_buffer_bytes
@@ -142,6 +154,8 @@ class ParquetSink:
         self._failure_mark = 0
         self._overflow = 0
         self._logged: set[Key] = set()
+        self._run_days = RunDays()
+        self._format_written = False
         self.files_written = 0
         self.rows_written = 0
         self._remove_stale_tmp()
@@ -184,6 +198,9 @@ class ParquetSink:
             rows: Rows shaped like the table's schema.
         """
         copies = [dict(row) for row in rows]
+        if name == RUNS_TABLE:
+            for row in copies:
+                self._run_days.note(row.get("run_id"), row.get("start_time_unix_ms"))
         self._append(("table", name), [(row, estimate_bytes(row)) for row in copies])
 
     def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
@@ -199,6 +216,8 @@ class ParquetSink:
         key: Key = ("artifact", name)
         text = snapshot_text(payload)  # never raises: a bad value is a note, the rest is kept
         run_id = payload.get("run_id")
+        if name == RUN_STARTED_ARTIFACT:
+            self._run_days.note(run_id, payload.get("start_time_unix_ms"))
         row: dict[str, object] = {
             "event_time_unix_ms": time.time_ns() // 1_000_000,
             "run_id": run_id if isinstance(run_id, str) else None,
@@ -211,20 +230,36 @@ class ParquetSink:
         """Write every buffered row now (in files of at most ``batch_rows`` rows).
 
         Args:
-            timeout: Seconds to wait at most for a write in progress on the writer thread.
+            timeout: Seconds to wait at most, also when a write hangs (an unreachable
+                endpoint): the write then goes on on a helper thread.
 
         Returns:
             False if the rows could not all be written within ``timeout``, or if any row was
             dropped since the previous flush (see `dropped_rows`).
         """
-        if not self._io_lock.acquire(timeout=max(timeout, 0.0)):
-            return False
+        deadline = time.monotonic() + max(timeout, 0.0)
+        done = threading.Event()
+
+        def flush() -> None:
+            if not self._io_lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                return
+            try:
+                with self._cond:
+                    chunks = self._pending.take(everything=True)
+                self._write(chunks)
+                done.set()
+            finally:
+                self._io_lock.release()
+
         try:
-            with self._cond:
-                chunks = self._pending.take(everything=True)
-            self._write(chunks)
-        finally:
-            self._io_lock.release()
+            helper = threading.Thread(target=flush, name="datafusion-otel-flush", daemon=True)
+            helper.start()
+        except RuntimeError:  # no new threads at interpreter shutdown: write on this one
+            flush()
+        else:
+            helper.join(max(deadline - time.monotonic(), 0.0))
+        if not done.is_set():
+            return False
         with self._cond:
             clean = self._failures == self._failure_mark
             self._failure_mark = self._failures
@@ -247,6 +282,13 @@ class ParquetSink:
         flushed = self.force_flush(limit)
         self._thread.join(max(deadline - time.monotonic(), 0.0))
         _live_sinks.discard(self)
+        with self._cond:
+            unwritten = self._pending.held_rows
+        if unwritten:
+            self._log_once(
+                ("close", "timeout"),
+                f"closed after {limit:g} s with {unwritten} rows not written (they are lost)",
+            )
         return flushed
 
     def __enter__(self) -> ParquetSink:
@@ -297,65 +339,48 @@ class ParquetSink:
     def _write(self, chunks: list[Chunk]) -> None:
         for chunk in chunks:
             try:
-                table, folder = self._to_table(chunk.key, chunk.rows)
-                self._write_file(table, folder)
-            except Exception as exc:  # a storage failure must never reach the observed program
-                with self._cond:
-                    self._failures += len(chunk.rows)
-                # the type and frames only: a conversion error's message can quote a row's value
-                what = f"could not write {len(chunk.rows)} rows: {describe_exception(exc)}"
-                self._log_once(chunk.key, what)
-            else:
-                self.files_written += 1
-                self.rows_written += table.num_rows
+                for data_key, rows in split_by_day(chunk.key, chunk.rows, self._run_days):
+                    self._write_rows(chunk.key, data_key, rows)
             finally:
                 with self._cond:
                     self._pending.release(chunk)
 
-    def _to_table(self, key: Key, rows: list[dict[str, object]]) -> tuple[pa.Table, Path]:
-        kind, name = key
-        if kind == "artifact":
-            return coerce_rows(rows, ARTIFACTS_SCHEMA), artifact_folder(self.path, name)
-        schema = SCHEMAS.get(name)
-        folder = table_folder(self.path, name)
-        if schema is None:  # a table this package does not know: keep it with inferred types
-            return pa.Table.from_pylist(rows), folder
+    def _write_rows(self, key: Key, data_key: str, rows: list[dict[str, object]]) -> None:
         try:
-            return coerce_rows(rows, schema), folder
-        except ValueError:  # keep the rows that fit; report the others
-            good: list[dict[str, object]] = []
-            for row in rows:
-                try:
-                    coerce_rows([row], schema)
-                except ValueError:
-                    continue
-                good.append(row)
+            self._ensure_format()
+            table, misfits = rows_to_table(key, rows)
+            if misfits:
+                with self._cond:
+                    self._failures += misfits
+                self._log_once(key, f"dropped {misfits} rows not matching the schema")
+            self._write_file(table, data_key)
+        except Exception as exc:  # a storage failure must never reach the observed program
             with self._cond:
-                self._failures += len(rows) - len(good)
-            self._log_once(key, f"dropped {len(rows) - len(good)} rows not matching the schema")
-            return coerce_rows(good, schema), folder
+                self._failures += len(rows)
+            # the type and frames only: a conversion error's message can quote a row's value
+            what = f"could not write {len(rows)} rows: {describe_exception(exc)}"
+            self._log_once(key, what)
 
-    def _write_file(self, table: pa.Table, folder: Path) -> None:
+    def _ensure_format(self) -> None:
+        """Record the store's format version, once per sink (concurrent writers agree)."""
+        if not self._format_written:
+            self._fs.put_new(FORMAT_KEY, format_document())
+            self._format_written = True
+
+    def _write_file(self, table: pa.Table, key: str) -> None:
         if table.num_rows == 0:
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        name = new_file_name()
-        final = folder / name
-        tmp = folder / f".{name}{TMP_SUFFIX}"
-        try:
-            with open(tmp, "wb") as handle:
-                pq.write_table(table, handle, compression="zstd")
-                if self._fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        self._fs.put(key, buffer.getvalue())  # complete or absent, never partial
+        self.files_written += 1
+        self.rows_written += table.num_rows
 
     def _remove_stale_tmp(self) -> None:
+        if not isinstance(self._fs, LocalFS):
+            return  # an S3 object is complete or absent: nothing to clean up
         cutoff = time.time() - _STALE_TMP_SECONDS
-        for tmp in self.path.rglob(f".*{TMP_SUFFIX}"):
+        for tmp in self._fs.stale_tmp_files():
             try:
                 if tmp.stat().st_mtime < cutoff:
                     tmp.unlink()

@@ -1,8 +1,8 @@
-"""`RunStore`: a run store folder opened as DataFusion tables.
+"""`RunStore`: a run store (a local folder or ``s3://bucket/prefix``) opened as DataFusion tables.
 
-Tables registered on `RunStore.ctx` (each a Parquet listing table over its folder, declared
-with the schema from `datafusion_otel.schema_registry`, so an empty folder is an empty
-table and a column missing from older files reads as null):
+Tables registered on `RunStore.ctx` (each over the live files of its folder, declared with
+the schema from `datafusion_otel.schema_registry`, so an empty folder is an empty table and
+a column missing from older files reads as null; see `datafusion_otel.store._tables`):
 
 =====================  ====================================  ==============================
 table                  folder                                schema
@@ -15,18 +15,18 @@ table                  folder                                schema
 ``artifacts``          ``artifacts/artifact=<name>/``        run_id, payload (JSON), artifact
 =====================  ====================================  ==============================
 
-The session's list-files cache is disabled, so files written after the store was opened
-are seen by the next query.
+The store is listed again before every query, so files written after it was opened are
+seen by the next query, and rows a compaction merged are read once (the merged file, not
+its sources). Stores of format version 1 (local folders written before the ``day=``
+layout) and 2 are read; a newer version is refused with a `StoreError`.
 
-Damaged files never stop a query: when the store is opened, every file's footer is read
+Damaged files never stop a query: on a local folder every file's footer is read
 (`footer_problem`: empty, truncated, not Parquet, wrong schema); when a query fails anyway,
-every file is read in full with DataFusion (`read_problem`, Rust panics included). A damaged
-file is skipped, reported once (``on_skip``, by default a warning on the
-``datafusion_otel.store`` logger) and listed in `RunStore.skipped_files`; its table is then
-served from the intact files (through a private folder of links to them, so files written
-later are seen after `RunStore.refresh`), and the query is run again. `RunStore.sql` is
-read-only: DataFusion's `SQLOptions` refuse DDL, DML and statements (``COPY``, ``CREATE``,
-``INSERT``, ``SET``, ``PREPARE``).
+every file is read in full (`read_problem`, Rust panics included). A damaged file is
+skipped, reported once (``on_skip``, by default a warning on the ``datafusion_otel.store``
+logger) and listed in `RunStore.skipped_files`; the query is then run again on the intact
+files. `RunStore.sql` is read-only: DataFusion's `SQLOptions` refuse DDL, DML and
+statements (``COPY``, ``CREATE``, ``INSERT``, ``SET``, ``PREPARE``).
 """
 
 from __future__ import annotations
@@ -47,8 +47,15 @@ from datafusion_otel import attributes as attr
 from datafusion_otel.rollups import summarize_runs
 from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._checks import must_propagate, one_line
-from datafusion_otel.store._layout import ARTIFACTS_SCHEMA, resolve_home
-from datafusion_otel.store._tables import StoreTables, TableSpec
+from datafusion_otel.store._fs import LocalFS, StoreFS, open_location, resolve_location
+from datafusion_otel.store._layout import (
+    ARTIFACTS_SCHEMA,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    parse_format,
+    table_prefix,
+)
+from datafusion_otel.store._tables import StorePath, StoreTables, TableSpec
 
 __all__ = ["STORE_TABLES", "RunDetails", "RunNotFoundError", "RunStore", "StoreError"]
 
@@ -106,19 +113,22 @@ class RunStore:
     """Open a run store (as written by `ParquetSink`) for SQL queries.
 
     Args:
-        path: Store folder (or a ``file://`` URI). Default: ``$DATAFUSION_OTEL_HOME``, else
+        path: Store folder (or a ``file://`` URI), or ``s3://bucket/prefix`` (settings from
+            the ``AWS_*`` environment variables). Default: ``$DATAFUSION_OTEL_HOME``, else
             ``./.datafusion-otel``.
-        must_exist: Raise `StoreError` if the folder does not exist (instead of opening an
-            empty store).
-        on_skip: Called once with the path and the reason of each damaged file skipped
-            (default: a warning on the ``datafusion_otel.store`` logger).
+        must_exist: Raise `StoreError` if the folder does not exist, or no object is under
+            the S3 prefix (instead of opening an empty store).
+        on_skip: Called once with the path (an ``s3://`` URI on S3) and the reason of each
+            damaged file skipped (default: a warning on the ``datafusion_otel.store``
+            logger).
         quiet_panics: Keep the message Rust prints when DataFusion panics on a damaged file
             off stderr (redirects file descriptor 2 while a query runs; for command-line
             programs).
 
     Raises:
-        StoreError: If ``must_exist`` and there is no folder at ``path``, or ``path`` is a
-            URI whose scheme the store does not support yet.
+        StoreError: If ``must_exist`` and there is no store at ``path``, ``path`` is a URI
+            whose scheme the store does not support, the store cannot be reached, or it was
+            written in a newer format version.
 
     Example:
         >>> store = RunStore("/tmp/my-runs")  # doctest: +SKIP
@@ -130,43 +140,75 @@ class RunStore:
         path: str | os.PathLike[str] | None = None,
         *,
         must_exist: bool = False,
-        on_skip: Callable[[Path, str], None] | None = None,
+        on_skip: Callable[[StorePath, str], None] | None = None,
         quiet_panics: bool = False,
     ) -> None:
         try:
-            self.path = resolve_home(path)
-        except ValueError as exc:
+            location = resolve_location(path)
+            self._fs: StoreFS = open_location(location)
+        except (ValueError, ImportError) as exc:
             raise StoreError(str(exc)) from exc
-        if must_exist and not self.path.is_dir():
-            what = "is not a folder" if self.path.exists() else "does not exist"
+        self.path: Path | str = location if isinstance(location, Path) else location.uri
+        """The store: a local folder, or an ``s3://`` URI."""
+        if isinstance(self._fs, LocalFS) and must_exist and not self._fs.root.is_dir():
+            what = "is not a folder" if self._fs.root.exists() else "does not exist"
             raise StoreError(f"no run store at {self.path} (it {what})")
+        self.format_version = self._check_format(must_exist=must_exist)
         tables = [
-            TableSpec(sql_name, self.path / folder, SCHEMAS[folder])
+            TableSpec(sql_name, table_prefix(folder), SCHEMAS[folder])
             for sql_name, folder in STORE_TABLES.items()
         ]
         partition = (attr.ARTIFACT_PARTITION, pa.string())
         tables.append(
-            TableSpec("artifacts", self.path / attr.ARTIFACTS_FOLDER, ARTIFACTS_SCHEMA, partition)
+            TableSpec("artifacts", f"{attr.ARTIFACTS_FOLDER}/", ARTIFACTS_SCHEMA, partition)
         )
         self._ctx = SessionContext()
         self._ctx.sql("SET datafusion.runtime.list_files_cache_limit = '0'").collect()
         self._tables = StoreTables(
-            self._ctx, tables, on_skip=on_skip, quiet_panics=quiet_panics, error=StoreError
+            self._ctx,
+            self._fs,
+            tables,
+            on_skip=on_skip,
+            quiet_panics=quiet_panics,
+            error=StoreError,
         )
-        self._tables.refresh()
+        self._refresh()
+
+    def _check_format(self, *, must_exist: bool) -> int:
+        """Return the store's format version (1: a folder written before ``_format.json``)."""
+        try:
+            data = self._fs.get(FORMAT_KEY)
+            remote = not isinstance(self._fs, LocalFS)
+            if data is None and must_exist and remote and not self._fs.list():
+                raise StoreError(f"no run store at {self.path} (no object under it)")
+            version = parse_format(data)
+        except StoreError:
+            raise
+        except Exception as exc:  # unreachable endpoint, bad credentials, a bad document
+            raise StoreError(f"cannot read the run store at {self.path}: {one_line(exc)}") from exc
+        if version > FORMAT_VERSION:
+            raise StoreError(
+                f"the run store at {self.path} has format version {version}; this "
+                f"datafusion-otel reads versions 1 to {FORMAT_VERSION} (upgrade it)"
+            )
+        return version
+
+    def _refresh(self) -> None:
+        try:
+            self._tables.refresh()
+        except StoreError:
+            raise
+        except Exception as exc:  # an S3 listing failed
+            raise StoreError(f"cannot list the run store at {self.path}: {one_line(exc)}") from exc
 
     @property
-    def skipped_files(self) -> list[tuple[Path, str]]:
+    def skipped_files(self) -> list[tuple[StorePath, str]]:
         """The damaged files skipped so far, with the reason, in the order found."""
         return self._tables.skipped
 
     def refresh(self) -> None:
-        """Check new files and register the store's tables again.
-
-        Needed only for folders created since the store was opened, or, once a damaged file
-        was skipped, to see files written since.
-        """
-        self._tables.refresh()
+        """List the store again and register changed tables (every query does this too)."""
+        self._refresh()
 
     @property
     def ctx(self) -> SessionContext:
@@ -194,11 +236,12 @@ class RunStore:
             if must_propagate(exc):
                 raise
             raise StoreError(_sql_message(exc)) from exc
+        self._refresh()
         return self._tables.recovering(
             lambda: self._ctx.sql_with_options(query, options).to_arrow_table()
         )
 
-    def damaged_files(self) -> list[tuple[Path, str]]:
+    def damaged_files(self) -> list[tuple[StorePath, str]]:
         """Return every store file whose footer shows damage, and every file skipped so far.
 
         Only the store's table and artifact folders are checked (other folders, such as the
@@ -333,6 +376,7 @@ class RunStore:
         """
         if bucket is not None and bucket.total_seconds() * 1000 < 1:
             return summarize_runs(self._ctx, bucket=bucket)  # raises its ValueError
+        self._refresh()
         return self._tables.recovering(lambda: summarize_runs(self._ctx, bucket=bucket))
 
 
