@@ -60,10 +60,7 @@ def operator_totals(rows: Sequence[Mapping[str, object]]) -> dict[str, OperatorT
         for key in _SUMMED:
             _add(sums, key, row.get(key))
         other = row.get("other_metrics")
-        if type(other) is dict:
-            for key in _SUMMED_OTHER:
-                _add(sums, key, other.get(key))
-        elif isinstance(other, Mapping):
+        if type(other) is dict or isinstance(other, Mapping):
             for key in _SUMMED_OTHER:
                 _add(sums, key, other.get(key))
         start, end = row.get("start_time_unix_ns"), row.get("end_time_unix_ns")
