@@ -297,3 +297,28 @@ def test_exit_lands_pending_captures_within_the_exit_budget(tmp_path: Path, mode
     assert store.run_count() == 1  # the auto run's row, written when its span ended
     artifacts = store.sql("SELECT count(*) AS n FROM plan_artifacts").to_pylist()[0]["n"]
     assert artifacts == (1 if mode == "normal" else 0)
+
+
+def test_a_trace_dropped_upstream_costs_no_capture() -> None:
+    """A query run under a span nobody records (an upstream caller's unsampled trace, no
+    instrumentor): nothing could carry its artifacts, so no capture runs, unless a hook wants
+    them."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    upstream = NonRecordingSpan(
+        SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    )
+    ctx = _ctx()
+    settle()
+    before = _capture_queue.captured_count()
+    with trace.use_span(upstream):
+        sql_to_datafusion(SQL, ctx=ctx).collect()
+    settle()
+    assert _capture_queue.captured_count() == before
+    received: list[object] = []
+    options = DataFusionCompileOptions(plan_artifacts_hook=received.append)
+    with trace.use_span(upstream):
+        sql_to_datafusion(SQL, ctx=ctx, options=options).collect()
+    settle()
+    assert len(received) == 1 and _capture_queue.captured_count() == before + 1

@@ -17,6 +17,12 @@ Jobs are counted per trace while pending, so that:
   of what is left of the exit budget, so that the rows already made are still written) waits
   until every queued capture is done.
 
+The worker competes with the application's threads for the GIL: a query thread that comes back
+from DataFusion while the worker runs Python would wait up to the interpreter's switch interval
+(5 ms) for it. The worker's long loops (per-operator metrics, operator spans) therefore give the
+GIL away between steps (``time.sleep(0)``): measured on a ~1.5 ms query run back to back, the
+query's wall time grows by ~1.3 ms instead of ~2.0 ms, for ~0.4 ms more CPU in context switches.
+
 A forked child starts with an empty queue and its own worker (jobs of the parent are not
 inherited: their DataFusion objects belong to the parent).
 """

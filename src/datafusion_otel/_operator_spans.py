@@ -11,6 +11,7 @@ parents come before their children; the rest are counted (``datafusion.operator_
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,6 +142,7 @@ def emit_operator_spans(
             untimed += 1
             anchors[path] = anchor
             continue
+        time.sleep(0)  # let a query thread waiting for the GIL run (see _capture_queue)
         if len(made) >= limit:
             dropped += 1
             anchors[path] = anchor

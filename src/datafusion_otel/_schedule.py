@@ -82,6 +82,14 @@ def _below_threshold(options: DataFusionCompileOptions, duration_ms: float | Non
     return threshold is not None and duration_ms is not None and duration_ms < threshold
 
 
+def _sampled_out(target: trace.Span | None) -> bool:
+    """Whether ``target``'s trace was dropped by the sampler (neither recorded nor sampled)."""
+    if target is None:
+        return False
+    context = target.get_span_context()
+    return context.is_valid and not context.trace_flags.sampled and not target.is_recording()
+
+
 def schedule_capture(
     df: Any,
     *,
@@ -116,6 +124,8 @@ def schedule_capture(
             _capture_queue.note_below_threshold()
             return
         target, run_gone = resolve_target(span, options.run_id)
+        if _sampled_out(target) and options.plan_artifacts_hook is None:
+            return  # the application's sampler dropped its trace: no span, no row to attach to
         plan = df.execution_plan() if executed else None  # the executed plan: a reference
         queued_ns = time.time_ns()
         context = target.get_span_context() if target is not None else None
