@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import datafusion_otel
-from datafusion_otel import DiagnosticsCollector, config, tracked_run
+from capture_support import settle
+from datafusion_otel import DiagnosticsCollector, _capture_queue, config, tracked_run
+from datafusion_otel._delivery import dispatcher
 from datafusion_otel._redact import WITHHELD, Redactor
 from datafusion_otel.bridge import record_execution_artifacts, sql_to_datafusion
 from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
@@ -140,6 +143,34 @@ def test_error_texts_hold_no_literal(ctx, exporter, tmp_path, caplog, sql, oracl
     texts = _everything(exporter, sink, tmp_path, caplog)
     assert any("error" in t.lower() for t in texts)
     assert leaks(texts, oracle, NAMES) == []
+
+
+def test_a_failed_query_is_sanitized_while_its_capture_waits(
+    ctx, exporter, tmp_path, caplog, monkeypatch
+):
+    """The run records the exception as soon as it propagates, when its capture may not have
+    run yet: the SQL text must be remembered on it on the query's thread. It was remembered on
+    the capture worker, so a busy worker let the message out sanitized without its query: a
+    string that spans lines is no quoted text of one line (a flaky property test)."""
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    monkeypatch.setenv(_capture_queue.WAIT_ENV, "0")  # the run's end does not wait for it
+    release, started = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        started.set()
+        release.wait(60)
+
+    assert _capture_queue.submit(0, stuck) and started.wait(10)
+    try:
+        sql = "SELECT CAST('secretfirst\\Y$\nsecretsecond,(' AS INT) FROM users"
+        sink = _run(ctx, sql, tmp_path, fails=True)
+    finally:
+        release.set()
+    settle()
+    dispatcher.force_flush(10)
+    texts = _everything(exporter, sink, tmp_path, caplog)
+    assert any("Cannot cast string" in t for t in span_texts(exporter))  # it was recorded
+    assert leaks(texts, ["secretfirst", "secretsecond"], NAMES) == []
 
 
 def test_names_survive_in_plans_and_errors(ctx, exporter, tmp_path):

@@ -8,6 +8,11 @@ On the worker the job captures the artifacts (`datafusion_otel._capture`) and at
 (`datafusion_otel._emit`): a ``datafusion.capture`` child span of the span the query ran under
 carries the ``datafusion.plan_artifacts`` / ``datafusion.operator_metrics`` events, and the
 operator spans nest under that span as before.
+
+A failed execution's exception is given its SQL text and its plan's literals (`remember_sql`,
+`remember_frame`) on the query's thread, before it propagates: the caller records it at once
+(`tracked_run`'s exception event and error metadata), and an exception that reached the caller
+before the worker remembered them was sanitized without its query's literals.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from datafusion_otel import _capture_queue, config
 from datafusion_otel import attributes as attr
 from datafusion_otel._capture import capture_artifacts
 from datafusion_otel._emit import emit_artifacts, resolve_target
+from datafusion_otel._errors import remember_frame, remember_sql
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import resolve_provider, tracer_for
 
@@ -119,6 +125,9 @@ def schedule_capture(
         note: Why the executed plan is not available.
         duration_ms: How long the execution took (for ``capture_min_duration_ms``).
     """
+    if error is not None:  # now: the caller records the error as soon as it propagates
+        remember_sql(error, sql)
+        remember_frame(error, df)
     try:
         if error is None and _below_threshold(options, duration_ms):
             _capture_queue.note_below_threshold()
