@@ -173,6 +173,23 @@ def test_a_failed_query_is_sanitized_while_its_capture_waits(
     assert leaks(texts, ["secretfirst", "secretsecond"], NAMES) == []
 
 
+def test_a_failed_query_whose_sql_is_unknown_keeps_a_multiline_value_out(
+    ctx, exporter, tmp_path, caplog
+):
+    """Capture off: the plain DataFrame fails while running and nothing remembered its SQL, so
+    the message is sanitized without its query; a quoted value spanning lines is no name."""
+    caplog.set_level(logging.DEBUG, logger="datafusion_otel")
+    sink = DiagnosticsCollector()
+    sql = "SELECT CAST('secretline\\Y$\nsecondline,(' AS INT) FROM users"
+    options = DataFusionCompileOptions(capture_plan_artifacts=False)
+    with pytest.raises(Exception, match="Cannot cast"), tracked_run(label="off", sink=sink):
+        sql_to_datafusion(sql, ctx=ctx, options=options).to_arrow_table()
+    dispatcher.force_flush(10)
+    texts = _everything(exporter, sink, tmp_path, caplog)
+    assert any("Cannot cast string" in t for t in span_texts(exporter))
+    assert leaks(texts, ["secretline", "secondline"], NAMES) == []
+
+
 def test_names_survive_in_plans_and_errors(ctx, exporter, tmp_path):
     sink = _run(ctx, "SELECT email FROM users WHERE email = 'users'", tmp_path)
     row = sink.events_snapshot()["datafusion_plan_artifacts_v1"][0]

@@ -76,6 +76,10 @@ _UNKNOWN_LITERAL = re.compile(
 )
 
 
+_MULTILINE_QUOTED = re.compile(r"'(?:[^'\n]|'')*\n(?:[^']|'')*'(?!\w)")
+"""A single-quoted text that spans lines: in an error message, a quoted data value."""
+
+
 def run_policy() -> SqlTextPolicy:
     """Return the text policy for runs: ``DATAFUSION_OTEL_SQL_TEXT``, default sanitized."""
     value = os.environ.get(SQL_TEXT_ENV, "").strip().lower()
@@ -155,10 +159,11 @@ def _unknown_query_text(text: str, *, numbers: bool, extra: Literals | None = No
     """Treat a message whose query is unknown.
 
     The literals of the recent SQL texts are redacted, and so are quoted texts that are not
-    their names and (with ``numbers``) every number.
+    their names (a quoted text spanning lines always), and (with ``numbers``) every number.
     """
     redactor = _recent_redactor(extra or NO_LITERALS)
-    out = redactor.redact(text, plan=False)
+    out = _MULTILINE_QUOTED.sub("?", text)  # a value holding a newline: no name does
+    out = redactor.redact(out, plan=False)
     if numbers:
         out = _UNKNOWN_LITERAL.sub("?", out)
     if redactor.leaks(out, plan=False):
@@ -208,6 +213,7 @@ def _lines_text(
     """`error_text` line by line, keeping each line's indentation and line break."""
     if policy != "raw":
         text = error_blocks(text)  # formats that span lines
+        text = _MULTILINE_QUOTED.sub("?", text)  # a quoted value holding a newline
     out = []
     for line in text.splitlines(keepends=True):
         body = line.strip()
