@@ -322,3 +322,93 @@ def test_a_trace_dropped_upstream_costs_no_capture() -> None:
         sql_to_datafusion(SQL, ctx=ctx, options=options).collect()
     settle()
     assert len(received) == 1 and _capture_queue.captured_count() == before + 1
+
+
+class TestReviewFindings:
+    """Defects a review found in the capture worker, each reproduced first."""
+
+    def test_a_cached_redactor_never_hides_another_sessions_folded_constant(self) -> None:
+        """The same SQL and logical plan in two sessions whose immutable UDF folds to a
+        different secret: the second physical plan must not show its secret."""
+        import pyarrow as pa
+        from datafusion import udf
+
+        sink = DiagnosticsCollector()
+        for secret in ("tokenAAAA1111", "tokenBBBB2222"):
+            ctx = SessionContext()
+            ctx.from_pydict({"s": ["x", "tokenAAAA1111"]}, name="t")
+            tok = udf(
+                lambda n, value=secret: pa.array([value] * len(n)),
+                [pa.int64()],
+                pa.string(),
+                "immutable",
+                name="tok",
+            )
+            ctx.register_udf(tok)
+            with tracked_run(label="udf", sink=sink):
+                sql_to_datafusion("SELECT s FROM t WHERE s = tok(1)", ctx=ctx).collect()
+        plans = [r["physical_plan"] for r in sink.events_snapshot()[attr.PLAN_ARTIFACTS_TABLE]]
+        assert len(plans) == 2 and all(plans)
+        assert not any("tokenAAAA1111" in p or "tokenBBBB2222" in p for p in plans), plans
+
+    def test_an_interrupt_while_the_run_waits_still_finishes_the_run(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from datafusion_otel.runs import current_run
+
+        def interrupted(trace_id: int, timeout: float) -> bool:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_capture_queue, "wait_trace", interrupted)
+        sink = DiagnosticsCollector()
+        with pytest.raises(KeyboardInterrupt), tracked_run(label="ctrl-c", sink=sink) as run:
+            pass
+        assert run.status == "completed" and current_run() is None
+        datafusion_otel.force_flush()
+        (row,) = sink.events_snapshot()[attr.RUNS_TABLE]
+        assert row["run_id"] == run.run_id
+
+    def test_a_hook_raising_system_exit_costs_one_capture_not_the_worker(self) -> None:
+        def hook(payload: object) -> None:
+            raise SystemExit(3)
+
+        settle()
+        datafusion_otel.force_flush(timeout=5)  # reset the "since the last flush" mark
+        failed = _capture_queue.failed_count()
+        ctx = _ctx()
+        with tracked_run(label="exit-hook"):
+            options = DataFusionCompileOptions(plan_artifacts_hook=hook)
+            sql_to_datafusion(SQL, ctx=ctx, options=options).collect()
+        assert datafusion_otel.force_flush(timeout=10) is False  # one capture was lost
+        assert _capture_queue.failed_count() == failed + 1
+        sink = DiagnosticsCollector()
+        with tracked_run(label="after", sink=sink):
+            sql_to_datafusion(SQL, ctx=ctx).collect()
+        assert len(sink.events_snapshot()[attr.PLAN_ARTIFACTS_TABLE]) == 1  # worker alive
+        assert datafusion_otel.force_flush(timeout=10) is True
+
+    def test_drain_waits_only_for_what_was_queued_before_it(self) -> None:
+        stop = threading.Event()
+
+        def feed() -> None:  # another thread keeps queueing captures all along
+            while not stop.is_set():
+                _capture_queue.submit(7, lambda: stop.wait(0.002))
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        try:
+            assert _capture_queue.drain(30) is True
+        finally:
+            stop.set()
+            feeder.join()
+        settle()
+
+    def test_out_of_range_environment_values_fall_back_to_defaults(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for value in ("inf", "nan", "1e30", "-1"):
+            monkeypatch.setenv(_capture_queue.WAIT_ENV, value)
+            assert _capture_queue.capture_wait_seconds() == 5.0
+            monkeypatch.setenv(_capture_queue.QUEUE_ENV, value)
+            assert _capture_queue._State().capacity == 256
+        assert _capture_queue.drain(math.inf) is True  # no OverflowError

@@ -161,10 +161,27 @@ def capture_artifacts(
         """The optimized plan, for its folded constants: run once per distinct query."""
         return _attempt(errors, "optimized_plan", df.optimized_logical_plan)
 
+    needs_physical = any(
+        options.wants(a)
+        for a in ("physical_plan", "partition_count", "join_operators", "operator_metrics",
+                  "operator_spans", "explain")
+    ) or (options.capture_plan_artifacts and options.explain_analyze)  # fmt: skip
+    plan = None
+    physical_text: str | None = None
+    if needs_physical:  # the executed plan taken at the end of the execution, when there is one
+        plan = executed_plan if executed_plan is not None and executed else None
+        plan = plan or _attempt(errors, "physical_plan", df.execution_plan)
+        if plan is not None:
+            physical_text = _attempt(errors, "physical_plan", plan.display_indent)
+
     redactor = None
     if not raw:
         lazy = optimized if optimized is not None else (folded if needs_folded else None)
-        redactor = query_redactor((sql, ibis_sql), logical, logical_text, lazy)
+        # the constants the optimizer folded are in the physical text: a cached redactor is
+        # reused only for a query whose physical plan printed the same
+        redactor = query_redactor(
+            (sql, ibis_sql), logical, logical_text, lazy, folded_key=physical_text
+        )
 
     def text(value: str | None, name: str = "plan") -> str | None:
         """Treat a plan text under the policy ("off" sanitizes plans like "sanitized")."""
@@ -214,18 +231,8 @@ def capture_artifacts(
     if options.wants("plan_hash") and logical is not None and logical_text is not None:
         art.plan_hash = _plan_hash(redactor, sql, ibis_sql, logical, logical_text, errors)
 
-    needs_physical = any(
-        options.wants(a)
-        for a in ("physical_plan", "partition_count", "join_operators", "operator_metrics",
-                  "operator_spans", "explain")
-    ) or (options.capture_plan_artifacts and options.explain_analyze)  # fmt: skip
-    plan = None
-    if needs_physical:  # the executed plan taken at the end of the execution, when there is one
-        plan = executed_plan if executed_plan is not None and executed else None
-        plan = plan or _attempt(errors, "physical_plan", df.execution_plan)
     nodes: list[_plan_walk.OperatorNode] = []
     if plan is not None:
-        physical_text = _attempt(errors, "physical_plan", plan.display_indent)
         nodes = (
             _attempt(errors, "physical_plan", lambda: _plan_walk.walk(plan, physical_text)) or []
         )

@@ -47,6 +47,7 @@ __all__ = [
     "capture_wait_seconds",
     "captured_count",
     "drain",
+    "failed_count",
     "is_worker",
     "note_below_threshold",
     "pending",
@@ -76,8 +77,23 @@ class _State:
         self.worker: threading.Thread | None = None
         self.skipped = 0
         self.captured = 0
+        self.failed = 0
         self.below_threshold = 0
-        self.capacity = max(int(env_float(QUEUE_ENV, _DEFAULT_QUEUE)), 1)
+        self.submitted = 0  # jobs ever queued: a drain waits for those queued before it
+        self.done = 0  # jobs ever finished (one worker, first in first out)
+        self.capacity = int(_bounded_env(QUEUE_ENV, _DEFAULT_QUEUE, 1, 1_000_000))
+
+
+def _bounded_env(name: str, default: float, low: float, high: float) -> float:
+    """``env_float(name)``, where a value outside [low, high] (inf, nan...) is the default."""
+    value = env_float(name, default)
+    if not low <= value <= high:
+        _LOG.warning("%s is out of range; using the default", name)
+        return default
+    return value
+
+
+_MAX_WAIT = 3600.0  # Condition.wait cannot take an infinite timeout
 
 
 _state = _State()
@@ -98,7 +114,12 @@ def skipped_count() -> int:
 
 def capture_wait_seconds() -> float:
     """Seconds a run's end waits at most for the captures of its queries (``WAIT_ENV``)."""
-    return env_float(WAIT_ENV, _DEFAULT_WAIT)
+    return _bounded_env(WAIT_ENV, _DEFAULT_WAIT, 0.0, _MAX_WAIT)
+
+
+def failed_count() -> int:
+    """Return how many capture jobs raised (a hook raising ``SystemExit``...): not captured."""
+    return _state.failed
 
 
 def note_below_threshold() -> None:
@@ -145,6 +166,7 @@ def submit(trace_id: int, job: Job) -> bool:
             first = state.skipped == 1
         else:
             state.queue.append((trace_id, job))
+            state.submitted += 1
             state.pending[trace_id] = state.pending.get(trace_id, 0) + 1
             first = False
             if state.worker is None or not state.worker.is_alive():
@@ -154,11 +176,10 @@ def submit(trace_id: int, job: Job) -> bool:
                 state.worker.start()
             state.cond.notify_all()
             return True
-    if first:
+    if first:  # (the package's log filter hides numbers: the size is in the variable)
         _LOG.warning(
-            "plan-artifact capture skipped: %d captures are already queued (%s); the query "
-            "is not affected (counted in datafusion_otel._capture_queue.skipped_count())",
-            state.capacity,
+            "plan-artifact capture skipped: the capture queue is full (its size is %s); the "
+            "query is not affected (counted in datafusion_otel._capture_queue.skipped_count())",
             QUEUE_ENV,
         )
     return False
@@ -189,7 +210,7 @@ def wait_trace(trace_id: int, timeout: float) -> bool:
     state = _state
     if threading.current_thread() is state.worker:
         return not state.pending.get(trace_id)
-    deadline = time.monotonic() + max(bounded_at_exit(timeout), 0.0)
+    deadline = time.monotonic() + min(max(bounded_at_exit(timeout), 0.0), _MAX_WAIT)
     with state.cond:
         while state.pending.get(trace_id):
             remaining = deadline - time.monotonic()
@@ -200,17 +221,20 @@ def wait_trace(trace_id: int, timeout: float) -> bool:
 
 
 def drain(timeout: float) -> bool:
-    """Wait at most ``timeout`` seconds until every queued capture is done.
+    """Wait at most ``timeout`` seconds until every capture queued before this call is done.
+
+    Captures queued meanwhile (other threads keep querying) are not waited for.
 
     Returns:
-        True if the queue is empty and the worker idle.
+        True if those captures are done.
     """
     state = _state
     if threading.current_thread() is state.worker:
         return False
-    deadline = time.monotonic() + max(bounded_at_exit(timeout), 0.0)
+    deadline = time.monotonic() + min(max(bounded_at_exit(timeout), 0.0), _MAX_WAIT)
     with state.cond:
-        while state.queue or state.busy:
+        ticket = state.submitted
+        while state.done < ticket:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -225,14 +249,20 @@ def _work(state: _State) -> None:
                 state.cond.wait()
             trace_id, job = state.queue.popleft()
             state.busy += 1
+        ok = True
         try:
             job()
-        except Exception:  # a job never raises by design; the worker must survive anyway
+        except BaseException:  # a hook's SystemExit too: the worker and its counts survive
+            ok = False
             _LOG.exception("plan-artifact capture failed; the query was not affected")
         actions: list[Callable[[], object]] = []
         with state.cond:
             state.busy -= 1
-            state.captured += 1
+            state.done += 1
+            if ok:
+                state.captured += 1
+            else:
+                state.failed += 1
             left = state.pending.get(trace_id, 1) - 1
             if left <= 0:
                 state.pending.pop(trace_id, None)
@@ -243,7 +273,7 @@ def _work(state: _State) -> None:
         for action in actions:
             try:
                 action()
-            except Exception:
+            except BaseException:
                 _LOG.exception("an action waiting for plan-artifact capture failed")
 
 

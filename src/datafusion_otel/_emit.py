@@ -28,6 +28,7 @@ __all__ = [
     "dropped_count",
     "emit_artifacts",
     "hook_error_count",
+    "note_nowhere",
     "preview",
     "run_ended_count",
     "target_span",
@@ -85,6 +86,19 @@ def _count_run_ended(run_id: str, *, hook: bool) -> None:
             "set (counted in datafusion_otel._emit.run_ended_count())",
             run_id,
         )
+
+
+def note_nowhere(run_id: str | None) -> None:
+    """Count a capture that has nowhere to go and no hook (not computed at all).
+
+    Args:
+        run_id: The run it named (``options.run_id``), which has ended; None when it ran
+            outside any run or span.
+    """
+    if run_id is not None:
+        _count_run_ended(run_id, hook=False)
+    else:
+        _warn_dropped(ended=False)
 
 
 def run_ended_count() -> int:

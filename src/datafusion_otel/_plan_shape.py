@@ -83,6 +83,7 @@ def shape_text(nodes: list[OperatorNode]) -> str:
 
 _HASHES: OrderedDict[str, str] = OrderedDict()
 _HASHES_SIZE = 512
+_CACHED_TEXT_CHARS = 16_384
 _lock = threading.Lock()
 
 
@@ -96,6 +97,8 @@ def shape_hash(nodes: list[OperatorNode], text: str | None = None) -> str | None
     """
     if not nodes:
         return None
+    if text is not None and len(text) > _CACHED_TEXT_CHARS:
+        text = None  # a huge plan (a long IN list): not kept in memory
     if text is not None:
         with _lock:
             found = _HASHES.get(text)

@@ -65,6 +65,7 @@ class OperatorNode:
 _Skeleton = tuple[tuple[str, str, str, int, tuple[str, ...]], ...]
 _SKELETONS: OrderedDict[str, _Skeleton] = OrderedDict()
 _SKELETONS_SIZE = 512
+_CACHED_TEXT_CHARS = 16_384
 _skeleton_lock = threading.Lock()
 
 
@@ -78,6 +79,8 @@ def walk(plan: Any, text: str | None = None) -> list[OperatorNode]:
             query reads only the tree of plan objects, not every operator's display).
     """
     skeleton = None
+    if text is not None and len(text) > _CACHED_TEXT_CHARS:
+        text = None  # a huge plan (a long IN list): not kept in memory
     if text is not None:
         with _skeleton_lock:
             skeleton = _SKELETONS.get(text)

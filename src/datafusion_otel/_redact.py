@@ -20,6 +20,7 @@ structurally: matching them everywhere would garble every plan (``@1``, ``RoundR
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -256,6 +257,8 @@ def query_redactor(
     logical: Any,
     logical_text: str | None,
     optimized: Any = None,
+    *,
+    folded_key: str | None = None,
 ) -> Redactor:
     """The `Redactor` of one query: the literals of its SQL texts and of its plans.
 
@@ -266,32 +269,46 @@ def query_redactor(
         optimized: The optimized LogicalPlan, or a callable returning it (called only when the
             redactor is built, not on a cache hit), or None for a redactor without the
             optimizer's folded constants (enough for texts of the unoptimized plan).
+        folded_key: A text holding the folded constants the redactor must know (the executed
+            physical plan's text), part of the cache key when ``optimized`` is given: the same
+            logical plan may fold to other constants (a volatile function, another session's
+            UDF), and those print in the physical plan.
 
     Returns:
-        A redactor built once per (SQL texts, logical plan text, with or without the
-        optimized plan): plans that print alike hold the same literals (every literal is
-        printed in the logical plan, and the optimizer folds the same plan the same way), so a
-        repeated query costs no optimizer run, no plan walk, no renderings and no pattern
-        again.
+        A redactor built once per (SQL texts, logical plan text, and, with the optimized plan,
+        the physical plan text): a repeated query costs no optimizer run, no plan walk, no
+        renderings and no pattern again. A redactor whose optimized plan could not be made is
+        not cached.
     """
-    key = (*sqls, logical_text, "optimized" if optimized is not None else None)
+    with_folded = optimized is not None
+    digest = hashlib.sha256(folded_key.encode()).hexdigest() if folded_key else None
+    key = (*sqls, logical_text, "optimized" if with_folded else None, digest)
+    failed: list[bool] = []
 
     def build() -> Redactor:
         folded = optimized() if callable(optimized) else optimized
+        if with_folded and folded is None:
+            failed.append(True)
         return _build(sqls, (logical, folded))
 
     if logical_text is None:  # no plan text to key the plan literals on
         return build()
-    return _cached(key, build)
+    return _cached(key, build, keep=lambda: not failed)
 
 
-def _cached(key: tuple[str | None, ...], build: Callable[[], Redactor]) -> Redactor:
+def _cached(
+    key: tuple[str | None, ...],
+    build: Callable[[], Redactor],
+    keep: Callable[[], bool] = lambda: True,
+) -> Redactor:
     with _REDACTORS_LOCK:
         found = _REDACTORS.get(key)
         if found is not None:
             _REDACTORS.move_to_end(key)
             return found
     built = build()
+    if not keep():
+        return built
     with _REDACTORS_LOCK:
         _REDACTORS[key] = built
         while len(_REDACTORS) > _REDACTORS_SIZE:

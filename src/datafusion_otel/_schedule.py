@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from datafusion_otel import _capture_queue, config
 from datafusion_otel import attributes as attr
 from datafusion_otel._capture import capture_artifacts
-from datafusion_otel._emit import emit_artifacts, resolve_target
+from datafusion_otel._emit import emit_artifacts, note_nowhere, resolve_target
 from datafusion_otel._errors import remember_frame, remember_sql
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import resolve_provider, tracer_for
@@ -133,8 +133,12 @@ def schedule_capture(
             _capture_queue.note_below_threshold()
             return
         target, run_gone = resolve_target(span, options.run_id)
-        if _sampled_out(target) and options.plan_artifacts_hook is None:
-            return  # the application's sampler dropped its trace: no span, no row to attach to
+        if options.plan_artifacts_hook is None:
+            if _sampled_out(target):
+                return  # the application's sampler dropped its trace: nothing to attach to
+            if target is None or not target.get_span_context().is_valid:
+                note_nowhere(options.run_id)  # counted and warned, as the capture would be
+                return
         plan = df.execution_plan() if executed else None  # the executed plan: a reference
         queued_ns = time.time_ns()
         context = target.get_span_context() if target is not None else None

@@ -357,7 +357,7 @@ def _export_processors() -> list[ExportSpanProcessor]:
         return [p for attached in list(_exporters.values()) for p in attached.values()]
 
 
-_flush_marks = {"capture_skipped": 0}
+_flush_marks = {"capture_lost": 0}
 
 
 def force_flush(timeout: float = 30.0) -> bool:
@@ -372,7 +372,8 @@ def force_flush(timeout: float = 30.0) -> bool:
 
     Returns:
         False if anything is still pending at the deadline, or was dropped or failed since the
-        last flush (a capture skipped because the capture queue was full included), or if a
+        last flush (a capture skipped because the capture queue was full, or that failed,
+        included), or if a
         sink's ``force_flush`` returned False.
     """
     from datafusion_otel import _capture_queue
@@ -381,8 +382,9 @@ def force_flush(timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + max(timeout, 0.0)
     run_pending()  # spans of garbage-collected streams, ended off the collector
     ok = _capture_queue.drain(timeout)  # the artifacts of queries that already ran
-    ok = ok and _capture_queue.skipped_count() == _flush_marks["capture_skipped"]
-    _flush_marks["capture_skipped"] = _capture_queue.skipped_count()
+    lost = _capture_queue.skipped_count() + _capture_queue.failed_count()
+    ok = ok and lost == _flush_marks["capture_lost"]
+    _flush_marks["capture_lost"] = lost
     for export_processor in _export_processors():
         remaining = max(deadline - time.monotonic(), 0.0)
         ok = export_processor.force_flush(int(remaining * 1000)) and ok

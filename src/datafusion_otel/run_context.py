@@ -276,8 +276,10 @@ def attached_run(
     finally:
         otel_context.detach(token)
         # the captures of the work done here land before the attached span ends (bounded)
-        _capture_queue.wait_trace(int(run_id, 16), _capture_queue.capture_wait_seconds())
-        if registered and _routing.live_root(run_id) is opened:
-            _routing.run_ended(run_id)
-        if opened is not None:
-            opened.end()
+        try:
+            _capture_queue.wait_trace(int(run_id, 16), _capture_queue.capture_wait_seconds())
+        finally:  # an interrupt while waiting still ends the attached span
+            if registered and _routing.live_root(run_id) is opened:
+                _routing.run_ended(run_id)
+            if opened is not None:
+                opened.end()

@@ -314,8 +314,13 @@ def finish_run(
     # streams garbage-collected during the run end their spans (and capture) before it ends
     run_pending()
     end_ns = time.time_ns()
-    # the captures of the run's queries (on the capture worker) land before its root ends
-    _capture_queue.wait_trace(int(run.run_id, 16), _capture_queue.capture_wait_seconds())
+    # the captures of the run's queries (on the capture worker) land before its root ends;
+    # an interrupt while waiting still finishes the run first, then propagates
+    interrupted: BaseException | None = None
+    try:
+        _capture_queue.wait_trace(int(run.run_id, 16), _capture_queue.capture_wait_seconds())
+    except BaseException as exc:
+        interrupted = exc
     try:
         if metadata:
             run.metadata.update(metadata)
@@ -335,6 +340,8 @@ def finish_run(
     span = run._span
     if span is not None:
         _end_span(run, span, snap, end_ns)
+    if interrupted is not None:
+        raise interrupted
     return run
 
 
