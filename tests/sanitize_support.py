@@ -89,11 +89,16 @@ def log_texts(records: Iterable[logging.LogRecord]) -> list[str]:
     return out
 
 
+_FRAME_LOCATION = re.compile(r'File "[^"\n]*", line \d+,')
+
+
 def leaks(texts: Iterable[str], renderings: Iterable[str], names: Iterable[str] = ()) -> list[str]:
     """Return the renderings found in ``texts`` on token boundaries (names exempt)."""
     exempt = set(names)
     found: list[str] = []
-    body = "\n".join(texts)
+    # a traceback's frame locations are the program's, not the query's: a literal 406 is not
+    # leaked by 'File ".../runs.py", line 406, in tracked_run'
+    body = _FRAME_LOCATION.sub('File "?", line ?,', "\n".join(texts))
     for rendering in set(renderings):
         if len(rendering) < MIN_LENGTH or rendering in exempt:
             continue
