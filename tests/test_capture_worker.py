@@ -414,3 +414,23 @@ class TestReviewFindings:
             monkeypatch.setenv(_capture_queue.QUEUE_ENV, value)
             assert _capture_queue._State().capacity == 256
         assert _capture_queue.drain(math.inf) is True  # no OverflowError
+
+
+def test_capture_stats_gathers_the_counters(blocked_worker: threading.Event) -> None:
+    """One public call tells what happened to captures: a skip shows up there."""
+    before = datafusion_otel.capture_stats()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_capture_queue._state, "capacity", 1)
+        with tracked_run(label="stats"):
+            ctx = _ctx()
+            for _ in range(3):
+                sql_to_datafusion(SQL, ctx=ctx).collect()  # one queued, two skipped
+            during = datafusion_otel.capture_stats()
+            blocked_worker.set()
+    assert during.skipped_queue_full == before.skipped_queue_full + 2
+    assert during.pending >= 1
+    settle()
+    datafusion_otel.force_flush(timeout=10)  # absorb the skips for later flushes
+    after = datafusion_otel.capture_stats()
+    assert after.captured >= before.captured + 2  # the stuck job and the queued capture
+    assert after.pending == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datafusion_otel import _errors
 from datafusion_otel._delivery import DeliveryStats
 from datafusion_otel.cache_state import cache_state_rows, record_cache_state
+from datafusion_otel.capture_stats import CaptureStats, capture_stats
 from datafusion_otel.config import Telemetry, configure, force_flush
 from datafusion_otel.diagnostics import DiagnosticsCollector, DiagnosticsSink
 from datafusion_otel.instrumentation import DataFusionInstrumentor
@@ -50,6 +51,7 @@ __all__ = [
     "DATAFUSION_OPERATOR_METRICS_V1",
     "DATAFUSION_PLAN_ARTIFACTS_V1",
     "DATAFUSION_RUNS_V1",
+    "CaptureStats",
     "DataFusionInstrumentor",
     "DataFusionRun",
     "DataFusionRunWarning",
@@ -64,6 +66,7 @@ __all__ = [
     "__version__",
     "attached_run",
     "cache_state_rows",
+    "capture_stats",
     "configure",
     "current_run",
     "datafusion_cache_state_table",
