@@ -179,7 +179,7 @@ def submit(trace_id: int, job: Job) -> bool:
     if first:  # (the package's log filter hides numbers: the size is in the variable)
         _LOG.warning(
             "plan-artifact capture skipped: the capture queue is full (its size is %s); the "
-            "query is not affected (counted in datafusion_otel._capture_queue.skipped_count())",
+            "query is not affected (counted in datafusion_otel.capture_stats())",
             QUEUE_ENV,
         )
     return False

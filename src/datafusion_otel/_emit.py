@@ -63,13 +63,13 @@ def _warn_dropped(*, ended: bool) -> None:
         _LOG.warning(
             "plan artifacts of a query dropped: the span it ran under (its run) had already "
             "ended, for example a stream read after its tracked_run block (counted in "
-            "datafusion_otel._emit.dropped_count())"
+            "datafusion_otel.capture_stats().dropped)"
         )
     else:
         _LOG.warning(
             "plan artifacts of a query run outside any run or span have nowhere to go: run it "
             "inside tracked_run(), enable DataFusionInstrumentor, or set plan_artifacts_hook "
-            "(counted in datafusion_otel._emit.dropped_count())"
+            "(counted in datafusion_otel.capture_stats().dropped)"
         )
 
 
@@ -83,7 +83,7 @@ def _count_run_ended(run_id: str, *, hook: bool) -> None:
         _LOG.warning(
             "plan artifacts of a query compiled with run_id=%s arrived after that run ended "
             "(or it is not a run of this process): they go to plan_artifacts_hook only, if "
-            "set (counted in datafusion_otel._emit.run_ended_count())",
+            "set (counted in datafusion_otel.capture_stats().run_ended)",
             run_id,
         )
 
