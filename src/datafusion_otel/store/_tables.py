@@ -306,14 +306,35 @@ class StoreTables:
             self.refresh()
         return found
 
+    def _vanished(self) -> bool:
+        """Whether a registered local file is gone (DataFusion skips a dangling link silently).
+
+        Store files are never re-created under the same name, so a file still there after a
+        query was there when DataFusion listed its folder: none of its rows was missed.
+        """
+        if not isinstance(self._fs, LocalFS):
+            return False  # S3: the dataset names every object; a missing one fails the scan
+        return any(
+            not self._fs.path(key).exists()
+            for keys in self._registered.values()
+            for key in keys
+            if key not in self._skipped
+        )
+
     def recovering(self, action: Callable[[], _T]) -> _T:
-        """Run ``action``; when it fails, skip the damaged files it met and run it again."""
+        """Run ``action``; when it fails, skip the damaged files it met and run it again.
+
+        On a local folder, a file that a compaction or prune deleted while ``action`` ran
+        may have been skipped silently; then the store is listed again and ``action`` runs
+        again (a few times at most), so no row is missed or read twice.
+        """
         relists = 3  # writers may add files all the time: list again a few times only
+        reruns = 5  # compactions and prunes that keep deleting files under the query
         while True:
             try:
                 with held_stderr(self._quiet_panics) as held:
                     try:
-                        return action()
+                        result = action()
                     except BaseException as exc:
                         held.discard = is_panic(exc)
                         raise
@@ -328,6 +349,19 @@ class StoreTables:
                 if not changed:
                     prefix = "DataFusion panicked: " if is_panic(exc) else ""
                     raise self._error(prefix + one_line(exc)) from exc
+                continue
+            if not self._vanished():
+                return result
+            reruns -= 1
+            if reruns < 0:
+                raise self._error(
+                    "the store's files kept changing during the query "
+                    "(compactions or prunes); run it again"
+                )
+            try:
+                self.refresh()
+            except Exception as again:  # a listing failed
+                raise self._error(one_line(again)) from again
 
     def damaged_files(self) -> list[tuple[StorePath, str]]:
         """Return every file whose footer shows damage now, and every file skipped so far.
