@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,14 @@ import pytest
 
 from datafusion_otel.store import RunStore, StoreError, compact_store
 from datafusion_otel.store._catalog import Catalog
-from datafusion_otel.store._fs import StoreObject
+from datafusion_otel.store._fs import LocalFS, StoreObject
+from datafusion_otel.store._layout import (
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    LEASE_KEY,
+    format_document,
+    parse_format,
+)
 from datafusion_otel.store._tables import StoreTables
 from s3_support import moto_server_fixture, s3_store_fixture  # noqa: F401
 from test_store_compact import _fs, _write_runs
@@ -112,3 +122,54 @@ class TestManifestGoneWhileListing:
         monkeypatch.setattr(type(fs), "list", racing)
         assert store.sql(_COUNT).to_pylist() == [{"n": 15, "d": 15}]
         assert fired and fired[0] > 0
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from datafusion_otel.store._fs import LocalFS
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+root = Path(sys.argv[1])
+root.mkdir()
+resource.setrlimit(resource.RLIMIT_FSIZE, (8, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    LocalFS(root).put_new(sys.argv[2], b'{"format": "datafusion-otel-run-store", "version": 2}')
+except OSError as exc:
+    print("failed", exc.errno)
+else:
+    print("written")
+"""
+
+
+class TestAtomicCreate:
+    """``put_new`` (``_format.json``, the lease) leaves a whole file or none."""
+
+    @pytest.mark.parametrize("key", [FORMAT_KEY, LEASE_KEY])
+    def test_a_write_failing_midway_leaves_no_file(self, tmp_path: Path, key: str) -> None:
+        root = tmp_path / "store"
+        done = subprocess.run(
+            [sys.executable, "-c", _FULL_DISK, str(root), key],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        assert done.stdout.strip() == f"failed {errno.EFBIG}", done.stdout + done.stderr
+        assert not (root / key).exists()
+        assert [p.name for p in root.iterdir()] == []  # no temporary file either
+        assert RunStore(root).format_version == 1  # readable: nothing was recorded
+
+    def test_put_new_writes_once(self, tmp_path: Path) -> None:
+        fs = LocalFS(tmp_path)
+        assert fs.put_new("a/x.json", b"one")
+        assert not fs.put_new("a/x.json", b"two")
+        assert fs.get("a/x.json") == b"one"
+        assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
+
+    def test_an_empty_format_document_is_read_and_rewritten(self, tmp_path: Path) -> None:
+        uri = str(tmp_path / "store")
+        Path(uri).mkdir()
+        (Path(uri) / FORMAT_KEY).write_bytes(b"")  # what a killed writer of 0.x left
+        store = RunStore(uri)
+        assert store.format_version == FORMAT_VERSION
+        _write_runs(uri, 3)
+        assert parse_format((Path(uri) / FORMAT_KEY).read_bytes()) == FORMAT_VERSION
+        assert (Path(uri) / FORMAT_KEY).read_bytes() == format_document()
+        assert RunStore(uri).run_count() == 3

@@ -62,7 +62,7 @@ from datafusion_otel.attributes import RUN_STARTED_ARTIFACT, RUNS_TABLE
 from datafusion_otel.store._buffer import Chunk, Key, PendingRows, estimate_bytes
 from datafusion_otel.store._day_files import RunDays, rows_to_table, split_by_day
 from datafusion_otel.store._fs import LocalFS, StoreFS, open_location, resolve_location
-from datafusion_otel.store._layout import FORMAT_KEY, format_document
+from datafusion_otel.store._layout import record_format
 
 __all__ = ["ParquetSink"]
 
@@ -364,7 +364,7 @@ class ParquetSink:
     def _ensure_format(self) -> None:
         """Record the store's format version, once per sink (concurrent writers agree)."""
         if not self._format_written:
-            self._fs.put_new(FORMAT_KEY, format_document())
+            record_format(self._fs)
             self._format_written = True
 
     def _write_file(self, table: pa.Table, key: str) -> None:
