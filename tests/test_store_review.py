@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from datafusion import SessionContext
 
-from datafusion_otel.store import RunStore, StoreError, compact_store
+import datafusion_otel
+from datafusion_otel import tracked_run
+from datafusion_otel.bridge import sql_to_datafusion
+from datafusion_otel.store import ParquetSink, RunStore, StoreError, _day_files, compact_store
 from datafusion_otel.store._catalog import Catalog
 from datafusion_otel.store._fs import LocalFS, StoreObject
 from datafusion_otel.store._layout import (
@@ -22,6 +26,7 @@ from datafusion_otel.store._layout import (
     parse_format,
 )
 from datafusion_otel.store._tables import StoreTables
+from otel_state import Handles, handles_fixture  # noqa: F401
 from s3_support import moto_server_fixture, s3_store_fixture  # noqa: F401
 from test_store_compact import _fs, _write_runs
 
@@ -173,3 +178,32 @@ class TestAtomicCreate:
         assert parse_format((Path(uri) / FORMAT_KEY).read_bytes()) == FORMAT_VERSION
         assert (Path(uri) / FORMAT_KEY).read_bytes() == format_document()
         assert RunStore(uri).run_count() == 3
+
+
+class TestRunDayWithAConfiguredSink:
+    """A sink given to ``configure`` files every row of a run under the run's start day."""
+
+    def test_rows_flushed_before_the_run_row_go_to_the_start_day(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handles: Handles
+    ) -> None:
+        real = _day_files.day_of
+        # rows filed by write time land on another day (as after midnight)
+        monkeypatch.setattr(
+            _day_files, "day_of", lambda ms: real(ms) if ms is not None else "2099-01-01"
+        )
+        root = tmp_path / "store"
+        sink = ParquetSink(str(root), flush_interval=60)
+        handles.add(datafusion_otel.configure(sink=sink, set_global=False))
+        ctx = SessionContext()
+        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b')").collect()
+        with tracked_run(label="configured") as run:  # no sink=: the run-started note not sent
+            sql_to_datafusion("SELECT column2, count(*) FROM t GROUP BY column2", ctx=ctx).collect()
+            assert datafusion_otel.force_flush(30)
+            assert sink.force_flush(30)  # operator and plan rows written before the run row
+        assert datafusion_otel.force_flush(30) and sink.force_flush(30)
+        start_day = real(run.start_time_unix_ms)
+        folders = {p.parent.name for p in root.rglob("*.parquet")}
+        tables = {p.relative_to(root).parts[0] for p in root.rglob("*.parquet")}
+        assert folders == {f"day={start_day}"}, folders
+        assert {"datafusion_runs_v1", "datafusion_operator_metrics_v1"} <= tables
+        sink.close()

@@ -198,9 +198,7 @@ class ParquetSink:
             rows: Rows shaped like the table's schema.
         """
         copies = [dict(row) for row in rows]
-        if name == RUNS_TABLE:
-            for row in copies:
-                self._run_days.note(row.get("run_id"), row.get("start_time_unix_ms"))
+        self._run_days.saw(name, copies)
         self._append(("table", name), [(row, estimate_bytes(row)) for row in copies])
 
     def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
@@ -218,6 +216,8 @@ class ParquetSink:
         run_id = payload.get("run_id")
         if name == RUN_STARTED_ARTIFACT:
             self._run_days.note(run_id, payload.get("start_time_unix_ms"))
+        else:
+            self._run_days.learn(run_id)
         row: dict[str, object] = {
             "event_time_unix_ms": time.time_ns() // 1_000_000,
             "run_id": run_id if isinstance(run_id, str) else None,
