@@ -12,6 +12,11 @@ before every query, so files written since are seen.
   files leave the live set (a compaction, a prune, a damaged file), a new folder is made.
 * S3: a pyarrow dataset over the objects (pyarrow's S3 reader), scanned by DataFusion.
 
+A file a compaction or prune deletes between the listing and the scan must not be missed
+silently: on S3 the scan fails and is retried (below); locally DataFusion skips a link whose
+target is gone, so after each query the registered files are checked and, if one vanished,
+the store is listed again and the query runs again (`StoreTables.recovering`).
+
 Damaged files never stop a query: on a local folder every file's footer is read once
 (`footer_problem`: empty, truncated, not Parquet, wrong schema); when a query fails anyway,
 the store is listed again (a file may have been compacted or pruned meanwhile) and every
