@@ -125,3 +125,34 @@ def test_ages() -> None:
     for bad in ("30", "d", "-1d", "0d", "1y"):
         with pytest.raises(ValueError):
             parse_age(bad)
+
+
+@pytest.mark.parametrize("text", ["99999999999d", "999999999d", "36501d", "99999999999999w"])
+def test_an_age_out_of_range_is_a_usage_error(
+    text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="at most 36500d"):
+        parse_age(text)
+    assert main(["prune", "--older-than", text, "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "at most 36500d" in err and "Traceback" not in err
+    assert parse_age("36500d") == dt.timedelta(days=36500)
+
+
+def test_prune_touches_only_table_folders_and_skips_a_bad_day(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _store_with_ages(str(tmp_path), [45, 1])
+    stray = tmp_path / attr.RUNS_TABLE / "day=9999-99-99" / "x.parquet"
+    stray.parent.mkdir()
+    stray.write_bytes(b"not a store file")
+    mine = tmp_path / "tpch" / "day=2001-01-01" / "lineitem.parquet"  # not a table folder
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"a user's file")
+    assert main(["prune", "--older-than", "30d", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "deleted 4 files of 1 days" in out, out
+    assert "day=9999-99-99" in out
+    assert stray.exists() and mine.exists()
+    store = RunStore(tmp_path)
+    assert set(store.sql("SELECT run_id FROM runs").column(0).to_pylist()) == {ids[1]}

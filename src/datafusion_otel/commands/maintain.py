@@ -62,4 +62,7 @@ def prune(args: argparse.Namespace) -> int:
           f"kept {report.kept_days} days")  # fmt: skip
     if report.undated_files:
         print(f"{report.undated_files} files of an older layout have no day and were kept")
+    if report.bad_day_folders:
+        folders = ", ".join(report.bad_day_folders)
+        print(f"skipped day folders whose name is not a date: {folders}")
     return 0

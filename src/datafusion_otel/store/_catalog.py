@@ -105,8 +105,17 @@ def live_files(
     return listing
 
 
+_RELISTS = 5
+"""How many times `Catalog.listing` lists again when a listed manifest is gone meanwhile."""
+
+
 class Catalog:
     """Lists a store and reads manifests, caching them (a manifest never changes).
+
+    A manifest listed but gone when read was deleted meanwhile, after its merged file (a
+    newer compaction merged that file away, or a prune): the listing is then stale (it may
+    still name that merged file, which would pass for unfinished while its sources are long
+    gone), so the store is listed again, a few times at most.
 
     Args:
         fs: The store.
@@ -118,14 +127,34 @@ class Catalog:
 
     def listing(self, prefix: str = "") -> StoreListing:
         """List ``prefix`` (default: the whole store) and split it with `live_files`."""
-        objects = self.fs.list(prefix)
-        found: dict[str, frozenset[str] | None] = {}
-        for obj in objects:
-            if obj.key.endswith(MANIFEST_SUFFIX):
-                if obj.key not in self._manifests or self._manifests[obj.key] is None:
-                    covers = parse_manifest(self.fs.get(obj.key))
-                    if covers is None:
-                        _LOG.warning("unreadable compaction manifest %s", self.fs.display(obj.key))
-                    self._manifests[obj.key] = covers
-                found[obj.key] = self._manifests[obj.key]
+        for _ in range(_RELISTS):
+            objects = self.fs.list(prefix)
+            found, gone = self._read_manifests(objects)
+            if not gone:
+                break
+            _LOG.debug("compaction manifests deleted while listing: %s; listing again", gone)
+        for key in gone:  # still going after every try: an unfinished merge, as listed
+            _LOG.warning("compaction manifest %s vanished while read", self.fs.display(key))
         return live_files(objects, found)
+
+    def _read_manifests(
+        self, objects: list[StoreObject]
+    ) -> tuple[dict[str, frozenset[str] | None], list[str]]:
+        """Return manifest key -> covers for the manifests listed, and those gone since."""
+        found: dict[str, frozenset[str] | None] = {}
+        gone: list[str] = []
+        for obj in objects:
+            if not obj.key.endswith(MANIFEST_SUFFIX):
+                continue
+            if self._manifests.get(obj.key) is None:
+                data = self.fs.get(obj.key)
+                if data is None:
+                    gone.append(obj.key)
+                    found[obj.key] = None
+                    continue
+                covers = parse_manifest(data)
+                if covers is None:
+                    _LOG.warning("unreadable compaction manifest %s", self.fs.display(obj.key))
+                self._manifests[obj.key] = covers
+            found[obj.key] = self._manifests[obj.key]
+        return found, gone

@@ -37,11 +37,10 @@ from datafusion_otel.store._catalog import Catalog, StoreListing
 from datafusion_otel.store._fs import StoreFS, StoreObject
 from datafusion_otel.store._layout import (
     ARTIFACTS_SCHEMA,
-    FORMAT_KEY,
-    format_document,
     is_merged,
     manifest_key,
     merged_key,
+    record_format,
     table_of_key,
 )
 from datafusion_otel.store._lease import Lease
@@ -206,7 +205,7 @@ def compact(
     lease = Lease(fs, seconds=lease_seconds, purpose="compact")
     lease.acquire()
     try:
-        fs.put_new(FORMAT_KEY, format_document())
+        record_format(fs)
         listing = Catalog(fs).listing()
         work = _Compactor(fs, lease, target_bytes, lease_seconds)
         work.clean(listing)

@@ -4,8 +4,11 @@ A row goes to the ``day=YYYY-MM-DD`` folder of the UTC day its run started, so t
 retention (`datafusion_otel.store._prune`) removes a run's rows of every table together.
 The run row carries its start; the other rows of a run find it in `RunDays`, which the sink
 fills from run rows and ``datafusion_run_started_v1`` artifacts as they are recorded (that
-artifact comes first). A row whose run the sink never saw start (work attached from another
-process) goes to the day it is written.
+artifact comes first, but only to a sink passed to ``tracked_run(sink=...)``). A row of a run
+the sink has not seen start is looked up among the runs live in this process
+(`datafusion_otel._routing.live_root`: a sink configured with ``configure(sink=...)`` gets
+the run row only when the run ends). A row whose run started in another process (work
+attached with ``attached_run``) goes to the day it is written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
+from datafusion_otel import _routing
 from datafusion_otel._coerce import coerce_rows
 from datafusion_otel.attributes import RUNS_TABLE
 from datafusion_otel.schema_registry import SCHEMAS
@@ -50,6 +54,28 @@ class RunDays:
             self._days.move_to_end(run_id)
             while len(self._days) > _REMEMBERED:
                 self._days.popitem(last=False)
+
+    def saw(self, table: str, rows: list[dict[str, object]]) -> None:
+        """Note the runs of ``rows`` of ``table``: their start if run rows, else `learn`."""
+        if table == RUNS_TABLE:
+            for row in rows:
+                self.note(row.get("run_id"), row.get("start_time_unix_ms"))
+            return
+        for run_id in {row.get("run_id") for row in rows if isinstance(row.get("run_id"), str)}:
+            self.learn(run_id)
+
+    def learn(self, run_id: object) -> None:
+        """Note the start of ``run_id`` if it is a run started in this process and still live."""
+        if not isinstance(run_id, str):
+            return
+        with self._lock:
+            if run_id in self._days:
+                return
+        if _routing.is_attached(run_id):
+            return  # its live span here is where the work attached, not the run's start
+        start_ns = getattr(_routing.live_root(run_id), "start_time", None)
+        if isinstance(start_ns, int):
+            self.note(run_id, start_ns // 1_000_000)
 
     def day(self, row: Mapping[str, object], key: Key) -> str:
         """Return the day folder of ``row`` of table or artifact ``key``."""

@@ -19,8 +19,10 @@ appears only when complete (`StoreFS.put`), create an object only if absent
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from datafusion_otel import attributes as attr
 __all__ = ["S3FS", "LocalFS", "StoreFS", "StoreObject", "open_location", "resolve_location"]
 
 TMP_SUFFIX = ".tmp"
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV})
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _TIMEOUT_ENV = "DATAFUSION_OTEL_S3_TIMEOUT"
 _DEFAULT_TIMEOUT = 10.0
@@ -183,8 +186,36 @@ class LocalFS(StoreFS):
                 tmp.unlink()
 
     def put_new(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if absent, complete or not at all (a hard link of a full file).
+
+        The data goes to a private temporary file first, then is linked to its name (which
+        fails if the name exists): a writer killed or out of space mid-write never leaves a
+        partial ``_format.json`` or lease. Where hard links are not supported, the file is
+        created exclusively and written (not atomic).
+        """
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+        try:
+            with open(tmp, "xb") as handle:
+                handle.write(data)
+                if self._fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                return self._put_new_unlinked(final, data)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _put_new_unlinked(final: Path, data: bytes) -> bool:
         try:
             fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:

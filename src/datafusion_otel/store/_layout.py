@@ -35,10 +35,14 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from datafusion_otel import attributes as attr
+
+if TYPE_CHECKING:
+    from datafusion_otel.store._fs import StoreFS
 
 __all__ = [
     "ARTIFACTS_SCHEMA",
@@ -58,6 +62,7 @@ __all__ = [
     "merged_key",
     "new_data_key",
     "parse_format",
+    "record_format",
     "resolve_home",
     "table_of_key",
     "table_prefix",
@@ -124,14 +129,32 @@ def format_document() -> bytes:
     return json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION}).encode()
 
 
+def record_format(fs: StoreFS) -> None:
+    """Write ``_format.json`` unless there is one; rewrite an empty one.
+
+    An empty document is what a writer of an earlier release left when it was killed (or
+    ran out of space) between creating the file and writing it; writers now write it whole.
+    """
+    if fs.put_new(FORMAT_KEY, format_document()):
+        return
+    data = fs.get(FORMAT_KEY)
+    if data is not None and not data.strip():
+        fs.put(FORMAT_KEY, format_document())
+
+
 def parse_format(data: bytes | None) -> int:
     """Return the format version recorded in ``_format.json`` (1 when there is none).
+
+    An empty document (a writer killed while creating it, before writes were atomic) is
+    read as this package's version; the next writer rewrites it (`record_format`).
 
     Raises:
         ValueError: If the document is not a run store format document.
     """
     if data is None:
         return 1
+    if not data.strip():
+        return FORMAT_VERSION
     try:
         document = json.loads(data)
         version = int(document["version"])

@@ -27,20 +27,26 @@ __all__ = ["PruneReport", "parse_age", "prune"]
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _TABLE_FOLDERS = frozenset(SCHEMAS) | {attr.ARTIFACTS_FOLDER}
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_MAX_AGE = dt.timedelta(days=36500)
 
 
 def parse_age(text: str) -> dt.timedelta:
     """Return the age written as ``<number><unit>``: ``30d``, ``12h``, ``2w``, ``90m``, ``60s``.
 
     Raises:
-        ValueError: For anything else, or a zero age.
+        ValueError: For anything else, a zero age, or one over 100 years (36500d).
     """
     match = _AGE.match(text)
     if match is None:
         raise ValueError(f"expected an age such as 30d, 12h or 2w, got {text!r}")
-    age = dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        age = dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except (OverflowError, ValueError):  # beyond what a timedelta holds
+        age = _MAX_AGE + dt.timedelta(days=1)
     if age <= dt.timedelta(0):
         raise ValueError(f"the age must be more than zero, got {text!r}")
+    if age > _MAX_AGE:
+        raise ValueError(f"the age must be at most 36500d (100 years), got {text!r}")
     return age
 
 
@@ -53,12 +59,14 @@ class PruneReport:
         deleted_files: Files deleted (or to delete).
         kept_days: Days kept.
         undated_files: Version-1 files outside any day folder (never pruned).
+        bad_day_folders: ``day=`` folders whose name is not a date (skipped, never pruned).
     """
 
     days: list[str] = field(default_factory=list)
     deleted_files: int = 0
     kept_days: int = 0
     undated_files: int = 0
+    bad_day_folders: list[str] = field(default_factory=list)
 
 
 def prune(
@@ -85,7 +93,10 @@ def prune(
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     # day D ends at D+1 00:00 UTC; it goes when that is at least older_than ago
-    cutoff = (moment - older_than).astimezone(dt.timezone.utc).date()
+    try:
+        cutoff = (moment - older_than).astimezone(dt.timezone.utc).date()
+    except OverflowError:  # before year 1: nothing is that old
+        cutoff = dt.date.min
     report = PruneReport()
     lease = Lease(fs, seconds=lease_seconds, purpose="prune")
     if not dry_run:
@@ -95,14 +106,21 @@ def prune(
         for obj in fs.list():
             if not obj.key.endswith((PARQUET_SUFFIX, MANIFEST_SUFFIX)):
                 continue
+            if obj.key.split("/", 1)[0] not in _TABLE_FOLDERS:
+                continue  # not the store's (the demo's TPC-H data, a user's files)
             day = day_of_key(obj.key)
             if day is None:
-                if obj.key.split("/", 1)[0] in _TABLE_FOLDERS:  # not the demo's TPC-H data
-                    report.undated_files += 1
+                report.undated_files += 1
             else:
                 by_day.setdefault(day, []).append(obj.key)
+        dates: dict[str, dt.date] = {}
         for day in sorted(by_day):
-            if dt.date.fromisoformat(day) >= cutoff:
+            try:
+                dates[day] = dt.date.fromisoformat(day)
+            except ValueError:  # day=9999-99-99: not written by a sink
+                report.bad_day_folders.append(f"day={day}")
+        for day, date in dates.items():
+            if date >= cutoff:
                 report.kept_days += 1
                 continue
             report.days.append(day)

@@ -12,6 +12,11 @@ before every query, so files written since are seen.
   files leave the live set (a compaction, a prune, a damaged file), a new folder is made.
 * S3: a pyarrow dataset over the objects (pyarrow's S3 reader), scanned by DataFusion.
 
+A file a compaction or prune deletes between the listing and the scan must not be missed
+silently: on S3 the scan fails and is retried (below); locally DataFusion skips a link whose
+target is gone, so after each query the registered files are checked and, if one vanished,
+the store is listed again and the query runs again (`StoreTables.recovering`).
+
 Damaged files never stop a query: on a local folder every file's footer is read once
 (`footer_problem`: empty, truncated, not Parquet, wrong schema); when a query fails anyway,
 the store is listed again (a file may have been compacted or pruned meanwhile) and every
@@ -306,14 +311,35 @@ class StoreTables:
             self.refresh()
         return found
 
+    def _vanished(self) -> bool:
+        """Whether a registered local file is gone (DataFusion skips a dangling link silently).
+
+        Store files are never re-created under the same name, so a file still there after a
+        query was there when DataFusion listed its folder: none of its rows was missed.
+        """
+        if not isinstance(self._fs, LocalFS):
+            return False  # S3: the dataset names every object; a missing one fails the scan
+        return any(
+            not self._fs.path(key).exists()
+            for keys in self._registered.values()
+            for key in keys
+            if key not in self._skipped
+        )
+
     def recovering(self, action: Callable[[], _T]) -> _T:
-        """Run ``action``; when it fails, skip the damaged files it met and run it again."""
+        """Run ``action``; when it fails, skip the damaged files it met and run it again.
+
+        On a local folder, a file that a compaction or prune deleted while ``action`` ran
+        may have been skipped silently; then the store is listed again and ``action`` runs
+        again (a few times at most), so no row is missed or read twice.
+        """
         relists = 3  # writers may add files all the time: list again a few times only
+        reruns = 5  # compactions and prunes that keep deleting files under the query
         while True:
             try:
                 with held_stderr(self._quiet_panics) as held:
                     try:
-                        return action()
+                        result = action()
                     except BaseException as exc:
                         held.discard = is_panic(exc)
                         raise
@@ -328,6 +354,19 @@ class StoreTables:
                 if not changed:
                     prefix = "DataFusion panicked: " if is_panic(exc) else ""
                     raise self._error(prefix + one_line(exc)) from exc
+                continue
+            if not self._vanished():
+                return result
+            reruns -= 1
+            if reruns < 0:
+                raise self._error(
+                    "the store's files kept changing during the query "
+                    "(compactions or prunes); run it again"
+                )
+            try:
+                self.refresh()
+            except Exception as again:  # a listing failed
+                raise self._error(one_line(again)) from again
 
     def damaged_files(self) -> list[tuple[StorePath, str]]:
         """Return every file whose footer shows damage now, and every file skipped so far.

@@ -62,7 +62,7 @@ from datafusion_otel.attributes import RUN_STARTED_ARTIFACT, RUNS_TABLE
 from datafusion_otel.store._buffer import Chunk, Key, PendingRows, estimate_bytes
 from datafusion_otel.store._day_files import RunDays, rows_to_table, split_by_day
 from datafusion_otel.store._fs import LocalFS, StoreFS, open_location, resolve_location
-from datafusion_otel.store._layout import FORMAT_KEY, format_document
+from datafusion_otel.store._layout import record_format
 
 __all__ = ["ParquetSink"]
 
@@ -198,9 +198,7 @@ class ParquetSink:
             rows: Rows shaped like the table's schema.
         """
         copies = [dict(row) for row in rows]
-        if name == RUNS_TABLE:
-            for row in copies:
-                self._run_days.note(row.get("run_id"), row.get("start_time_unix_ms"))
+        self._run_days.saw(name, copies)
         self._append(("table", name), [(row, estimate_bytes(row)) for row in copies])
 
     def record_artifact(self, name: str, payload: Mapping[str, object]) -> None:
@@ -218,6 +216,8 @@ class ParquetSink:
         run_id = payload.get("run_id")
         if name == RUN_STARTED_ARTIFACT:
             self._run_days.note(run_id, payload.get("start_time_unix_ms"))
+        else:
+            self._run_days.learn(run_id)
         row: dict[str, object] = {
             "event_time_unix_ms": time.time_ns() // 1_000_000,
             "run_id": run_id if isinstance(run_id, str) else None,
@@ -364,7 +364,7 @@ class ParquetSink:
     def _ensure_format(self) -> None:
         """Record the store's format version, once per sink (concurrent writers agree)."""
         if not self._format_written:
-            self._fs.put_new(FORMAT_KEY, format_document())
+            record_format(self._fs)
             self._format_written = True
 
     def _write_file(self, table: pa.Table, key: str) -> None:

@@ -212,7 +212,11 @@ class RunStore:
 
     @property
     def ctx(self) -> SessionContext:
-        """The DataFusion session with the store's tables registered."""
+        """The DataFusion session with the store's tables registered.
+
+        Queries run on it directly are not re-run when a compaction or prune removes files
+        under them (`sql` is); call `refresh` first to see new files.
+        """
         return self._ctx
 
     # -- queries -----------------------------------------------------------------------------
