@@ -22,7 +22,7 @@ from datafusion import SessionContext
 
 from datafusion_otel import attributes as attr
 from datafusion_otel import force_flush, tpch, tracked_run
-from datafusion_otel._run_findings import FindingsRecorder
+from datafusion_otel._processing.run_findings import FindingsRecorder
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.report import render

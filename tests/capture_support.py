@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
-from datafusion_otel import _capture_queue
 from datafusion_otel import attributes as attr
+from datafusion_otel._capture import queue as _capture_queue
 
 
 def settle(timeout: float = 30.0) -> None:

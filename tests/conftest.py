@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import datafusion_otel
 from conftest_tpch import tpch_dir  # noqa: F401 - re-exported fixture
 from datafusion_otel import config
-from datafusion_otel._delivery import dispatcher
+from datafusion_otel._processing.delivery import dispatcher
 
 
 @pytest.fixture(autouse=True)

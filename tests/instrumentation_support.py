@@ -12,9 +12,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from datafusion_otel import DataFusionInstrumentor, _capture_queue, config, configure
+from datafusion_otel import DataFusionInstrumentor, config, configure
 from datafusion_otel import attributes as attr
-from datafusion_otel._stream_latch import run_pending
+from datafusion_otel._capture import queue as _capture_queue
+from datafusion_otel._capture.stream_latch import run_pending
 
 
 @dataclass

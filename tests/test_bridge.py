@@ -336,7 +336,7 @@ def test_unrecorded_metrics_are_null_not_zero():
 def test_span_event_limit_warns_and_counts(caplog):
     from opentelemetry.sdk.trace import SpanLimits
 
-    from datafusion_otel._payloads import payload_stats
+    from datafusion_otel._spans.payloads import payload_stats
 
     memory = InMemorySpanExporter()
     provider = TracerProvider(span_limits=SpanLimits(max_events=1, max_event_attributes=8))

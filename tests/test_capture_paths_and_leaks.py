@@ -300,7 +300,7 @@ class TestSecondReview:
     def test_stream_read_after_its_run_still_reaches_the_run(self, caplog):
         """Read after its run ended, a stream's artifacts still land: on a capture span of
         the run's (ended) root, in the run's sink; nothing is dropped."""
-        from datafusion_otel._emit import dropped_count
+        from datafusion_otel._spans.emit import dropped_count
 
         before = dropped_count()
         sink = DiagnosticsCollector()

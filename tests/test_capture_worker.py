@@ -17,8 +17,9 @@ from datafusion import SessionContext
 
 import datafusion_otel
 from capture_support import artifact_events, capture_span_of, settle
-from datafusion_otel import DiagnosticsCollector, _capture_queue, tracked_run
+from datafusion_otel import DiagnosticsCollector, tracked_run
 from datafusion_otel import attributes as attr
+from datafusion_otel._capture import queue as _capture_queue
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.instrumentation import DataFusionInstrumentor
@@ -217,7 +218,8 @@ def test_auto_run_findings_are_recorded_once_its_capture_landed(tmp_path: Path) 
 FORK_SCRIPT = textwrap.dedent(
     """
     import os, threading, time
-    from datafusion_otel import DiagnosticsCollector, _capture_queue, tracked_run
+    from datafusion_otel import DiagnosticsCollector, tracked_run
+    from datafusion_otel._capture import queue as _capture_queue
     from datafusion_otel import attributes as attr
 
     release = threading.Event()
@@ -261,7 +263,7 @@ EXIT_SCRIPT = textwrap.dedent(
     import sys, time
     from datafusion import SessionContext
     import datafusion_otel
-    from datafusion_otel import _capture_queue
+    from datafusion_otel._capture import queue as _capture_queue
     from datafusion_otel.store import ParquetSink
     from datafusion_otel.instrumentation import DataFusionInstrumentor
 

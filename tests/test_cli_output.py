@@ -14,7 +14,7 @@ from datafusion import SessionContext
 
 from datafusion_otel import attributes as attr
 from datafusion_otel import tracked_run
-from datafusion_otel._payloads import add_payload_event
+from datafusion_otel._spans.payloads import add_payload_event
 from datafusion_otel.cli import main
 from datafusion_otel.store import ParquetSink, RunStore
 from operator_metrics_helper import operator_metric_rows

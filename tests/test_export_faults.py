@@ -12,7 +12,7 @@ from datafusion import SessionContext
 
 import datafusion_otel
 from datafusion_otel import DiagnosticsCollector, tracked_run
-from datafusion_otel._delivery import dispatcher
+from datafusion_otel._processing.delivery import dispatcher
 from datafusion_otel.export import BatchOptions
 from listeners import ReceiverProcess, SilentServer, closed_port
 from otel_state import Handles, handles_fixture  # noqa: F401

@@ -15,9 +15,10 @@ import pytest
 
 import datafusion_otel
 from capture_support import settle
-from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor, _run_findings, config
+from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor, config
 from datafusion_otel import attributes as attr
-from datafusion_otel._run_findings import FindingsRecorder
+from datafusion_otel._processing import run_findings as _run_findings
+from datafusion_otel._processing.run_findings import FindingsRecorder
 from datafusion_otel.cli import main
 from datafusion_otel.findings import find, run_findings
 from datafusion_otel.store import RunStore

@@ -16,7 +16,7 @@ from opentelemetry.trace import format_trace_id
 
 from datafusion_otel import attributes as attr
 from datafusion_otel import tracked_run
-from datafusion_otel._span_rows import run_row
+from datafusion_otel._processing.span_rows import run_row
 from instrumentation_support import Traced, instrumented, make_context
 
 

@@ -24,11 +24,11 @@ from datafusion_otel import (
     DataFusionInstrumentor,
     DiagnosticsCollector,
     DiagnosticsSpanProcessor,
-    _capture_queue,
     bridge,
     tracked_run,
 )
 from datafusion_otel import attributes as attr
+from datafusion_otel._capture import queue as _capture_queue
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.instrumentation import DataFusionInstrumentationWarning

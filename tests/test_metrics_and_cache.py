@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from datafusion_otel import DiagnosticsCollector, configure, tpch, tracked_run
 from datafusion_otel import attributes as attr
-from datafusion_otel._payloads import add_payload_event
+from datafusion_otel._spans.payloads import add_payload_event
 from datafusion_otel.cache_state import cache_state_rows, record_cache_state, scan_cache_metrics
 from datafusion_otel.metrics import enable_run_metrics, operator_totals
 from operator_metrics_helper import operator_metric_rows

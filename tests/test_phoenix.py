@@ -15,7 +15,7 @@ import datafusion_otel
 from backends import Phoenix, Rotel, phoenix_fixture, rotel_fixture  # noqa: F401
 from datafusion_otel import DiagnosticsCollector, tracked_run
 from datafusion_otel import attributes as attr
-from datafusion_otel._payloads import add_payload_event
+from datafusion_otel._spans.payloads import add_payload_event
 from otel_state import Handles, handles_fixture  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("handles")

@@ -16,8 +16,8 @@ from datafusion import SessionConfig, SessionContext
 
 from datafusion_otel import DiagnosticsCollector, tracked_run
 from datafusion_otel import attributes as attr
-from datafusion_otel._plan_shape import shape_text
-from datafusion_otel._plan_walk import walk
+from datafusion_otel._capture.plan_shape import shape_text
+from datafusion_otel._capture.plan_walk import walk
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.schema_registry import DATAFUSION_PLAN_ARTIFACTS_V1

@@ -12,8 +12,8 @@ from opentelemetry.trace import StatusCode
 
 import datafusion_otel
 from datafusion_otel import DiagnosticsCollector, DiagnosticsSpanProcessor, tracked_run
-from datafusion_otel._delivery import dispatcher
-from datafusion_otel._payloads import add_payload_event
+from datafusion_otel._processing.delivery import dispatcher
+from datafusion_otel._spans.payloads import add_payload_event
 
 QUERY = "SELECT k, sum(v) AS s FROM t GROUP BY k ORDER BY k"
 

@@ -3,7 +3,7 @@
 The instrumentation sets an auto run's ``datafusion.run.*`` attributes when the execution
 ends, next to the error attributes of a failing one; with ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=4``
 the SDK evicts the oldest of them, ``datafusion.run.id``. The root span is registered as a run
-when it starts (`datafusion_otel._span_rows.register_auto_run`), so recognition never depends
+when it starts (`datafusion_otel._processing.span_rows.register_auto_run`), so recognition never depends
 on attributes surviving the application's limits.
 """
 
@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import datafusion_otel
 from datafusion_otel import DataFusionInstrumentor, DiagnosticsCollector
 from datafusion_otel import attributes as attr
-from datafusion_otel._run_metadata import AUTO_RUN, ERROR_TYPE
+from datafusion_otel._processing.run_metadata import AUTO_RUN, ERROR_TYPE
 from otel_state import Handles, handles_fixture  # noqa: F401
 
 

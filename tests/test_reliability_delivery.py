@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import datafusion_otel
 from datafusion_otel import tracked_run
-from datafusion_otel._delivery import SinkDispatcher, dispatcher
+from datafusion_otel._processing.delivery import SinkDispatcher, dispatcher
 from datafusion_otel.export import BatchOptions
 from datafusion_otel.store import ParquetSink, RunStore
 from listeners import ReceiverProcess, SilentServer

@@ -23,14 +23,14 @@ import datafusion_otel
 from datafusion_otel import (
     DataFusionInstrumentor,
     DiagnosticsCollector,
-    _span_rows,
     finish_run,
     start_run,
     tracked_run,
 )
 from datafusion_otel import attributes as attr
-from datafusion_otel._run_metadata import AUTO_RUN, EXPORTED, MAX_VALUES, NOTES
-from datafusion_otel._span_rows import register_auto_run
+from datafusion_otel._processing import span_rows as _span_rows
+from datafusion_otel._processing.run_metadata import AUTO_RUN, EXPORTED, MAX_VALUES, NOTES
+from datafusion_otel._processing.span_rows import register_auto_run
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from otel_state import Handles, handles_fixture  # noqa: F401

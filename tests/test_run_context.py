@@ -26,11 +26,11 @@ from capture_support import artifact_events
 from datafusion_otel import (
     DataFusionInstrumentor,
     DataFusionRunWarning,
-    _run_findings,
     attached_run,
     run_context,
     tracked_run,
 )
+from datafusion_otel._processing import run_findings as _run_findings
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from otel_state import handles_fixture  # noqa: F401

@@ -18,8 +18,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 import datafusion_otel
 from capture_support import artifact_events, settle
-from datafusion_otel import DiagnosticsCollector, _emit, tracked_run
+from datafusion_otel import DiagnosticsCollector, tracked_run
 from datafusion_otel import attributes as attr
+from datafusion_otel._spans import emit as _emit
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from instrumentation_support import instrumented

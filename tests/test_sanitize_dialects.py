@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import datafusion_otel
 from datafusion_otel import DiagnosticsCollector, config, tracked_run
-from datafusion_otel._dialect import session_dialect
+from datafusion_otel._sanitize.dialect import session_dialect
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
 from datafusion_otel.sanitize import sanitize_sql

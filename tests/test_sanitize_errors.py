@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import datafusion_otel
 from datafusion_otel import DiagnosticsCollector, config, tracked_run
-from datafusion_otel._errors import exception_text, remember_frame
+from datafusion_otel._sanitize.errors import exception_text, remember_frame
 from datafusion_otel.bridge import sql_to_datafusion
 from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
 from instrumentation_support import instrumented
@@ -121,7 +121,7 @@ def test_remembered_plan_literals_redact_a_bare_value():
 
 
 def test_hidden_numbers_keep_short_numbers_and_names():
-    from datafusion_otel._errors import error_text
+    from datafusion_otel._sanitize.errors import error_text
 
     sql = "SELECT c1 FROM t2 WHERE id = 5"
     out = error_text(

@@ -16,9 +16,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import datafusion_otel
 from capture_support import settle
-from datafusion_otel import DiagnosticsCollector, _capture_queue, config, tracked_run
-from datafusion_otel._delivery import dispatcher
-from datafusion_otel._redact import WITHHELD, Redactor
+from datafusion_otel import DiagnosticsCollector, config, tracked_run
+from datafusion_otel._capture import queue as _capture_queue
+from datafusion_otel._processing.delivery import dispatcher
+from datafusion_otel._sanitize.redact import WITHHELD, Redactor
 from datafusion_otel.bridge import record_execution_artifacts, sql_to_datafusion
 from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
 from datafusion_otel.sanitize import sanitize_sql
@@ -261,7 +262,7 @@ def test_a_literal_inside_a_longer_name_is_not_a_match(ctx, tmp_path):
 
 
 def test_error_text_without_its_query_uses_recent_literals():
-    from datafusion_otel._errors import error_text
+    from datafusion_otel._sanitize.errors import error_text
     from datafusion_otel.sanitize import normalize_sql
 
     normalize_sql("SELECT regexp_match(b, 'recentsecret(') FROM orders")  # the instrumentation
@@ -279,7 +280,7 @@ def test_sql_text_keeps_keywords_that_a_literal_also_holds(ctx, tmp_path):
 
 
 def test_sanitizing_filter_treats_messages_and_tracebacks(caplog):
-    from datafusion_otel._errors import SanitizingFilter
+    from datafusion_otel._sanitize.errors import SanitizingFilter
     from datafusion_otel.sanitize import normalize_sql
 
     normalize_sql("SELECT * FROM orders WHERE note = 'filtersecret'")

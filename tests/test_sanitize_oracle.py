@@ -3,7 +3,7 @@
 The oracle of the sanitizing tests (tests/sanitize_support.py, test_sanitize_*.py) is written
 per DataFusion 55's formats. Under ``sql_text="raw"`` the plans are kept as DataFusion prints
 them: if an upgrade changes one of these formats, this test fails loudly, and the oracle and
-the structural rules of ``_redact`` must be reviewed.
+the structural rules of ``_sanitize.redact`` must be reviewed.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import datafusion_otel
 from capture_support import settle
 from datafusion_otel import DataFusionInstrumentor, DiagnosticsCollector, config, tracked_run
-from datafusion_otel._delivery import dispatcher
+from datafusion_otel._processing.delivery import dispatcher
 from datafusion_otel.bridge import record_execution_artifacts, sql_to_datafusion
 from datafusion_otel.compile_options import ALL_ARTIFACTS, DataFusionCompileOptions
 from sanitize_support import file_texts, leaks, log_texts, row_texts, span_texts, where

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from datafusion_otel._stream_latch import StreamLatch, StreamOutcome
+from datafusion_otel._capture.stream_latch import StreamLatch, StreamOutcome
 
 
 def test_the_last_stream_reports_the_combined_outcome_once() -> None:

@@ -12,8 +12,8 @@ Quickstart:
 
 from __future__ import annotations
 
-from datafusion_otel import _errors
-from datafusion_otel._delivery import DeliveryStats
+from datafusion_otel._processing.delivery import DeliveryStats
+from datafusion_otel._sanitize import errors as _errors
 from datafusion_otel.cache_state import cache_state_rows, record_cache_state
 from datafusion_otel.capture_stats import CaptureStats, capture_stats
 from datafusion_otel.config import Telemetry, configure, force_flush

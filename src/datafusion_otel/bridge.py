@@ -3,7 +3,7 @@
 The flow: `sql_to_datafusion` / `ibis_to_datafusion` compile the query and return a
 DataFrame. When ``options.capture_plan_artifacts`` is true (the default) it is a
 `CapturedDataFrame`: at its first execution it hands the executed plan to the capture worker
-(`datafusion_otel._schedule`), which captures the artifacts off the query's thread (the
+(`datafusion_otel._capture.schedule`), which captures the artifacts off the query's thread (the
 executed physical plan and runtime metrics included, so nothing runs twice), calls the options'
 hook with `DataFusionPlanArtifacts.structured_explain_payload` (on the worker's thread), and
 attaches a ``datafusion.plan_artifacts`` span event (previews) and a
@@ -28,13 +28,17 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import format_trace_id
 
-from datafusion_otel import _routing
-from datafusion_otel._capture import capture_artifacts
-from datafusion_otel._captured_frame import CapturedDataFrame, is_self_capturing
-from datafusion_otel._dialect import note_sql
-from datafusion_otel._emit import emit_artifacts
-from datafusion_otel._errors import remember_sql
-from datafusion_otel._schedule import foreign_provider_count, operator_tracer, schedule_capture
+from datafusion_otel._capture.artifacts import capture_artifacts
+from datafusion_otel._capture.frame import CapturedDataFrame, is_self_capturing
+from datafusion_otel._capture.schedule import (
+    foreign_provider_count,
+    operator_tracer,
+    schedule_capture,
+)
+from datafusion_otel._sanitize.dialect import note_sql
+from datafusion_otel._sanitize.errors import remember_sql
+from datafusion_otel._spans import routing as _routing
+from datafusion_otel._spans.emit import emit_artifacts
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.runs import current_run
@@ -157,7 +161,7 @@ def schedule_execution_artifacts(
     """Like `record_execution_artifacts`, on the capture worker; never raises or waits.
 
     Used by the auto-instrumentation after a DataFrame execution: the query's thread only
-    queues references (see `datafusion_otel._schedule`).
+    queues references (see `datafusion_otel._capture.schedule`).
     """
     options = options or DataFusionCompileOptions()
     if not options.capture_plan_artifacts:

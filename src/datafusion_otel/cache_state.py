@@ -22,7 +22,7 @@ from datafusion import SessionContext
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._payloads import add_payload_event
+from datafusion_otel._spans.payloads import add_payload_event
 from datafusion_otel.diagnostics import DiagnosticsSink
 from datafusion_otel.runs import DataFusionRun, current_run
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datafusion_otel import _capture_queue, _emit
+from datafusion_otel._capture import queue as _capture_queue
+from datafusion_otel._spans import emit as _emit
 
 __all__ = ["CaptureStats", "capture_stats"]
 

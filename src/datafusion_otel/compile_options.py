@@ -59,7 +59,7 @@ fingerprints, partitions, joins, operator metrics and operator spans: all read f
 query already built and ran. Operator spans are made from the operator metrics already captured
 (one SDK span per timed operator, at most `DEFAULT_MAX_OPERATOR_SPANS`), so a trace UI shows the
 operator tree whenever operator metrics are captured. Everything is computed on the capture
-worker, off the query's thread (`datafusion_otel._capture_queue`).
+worker, off the query's thread (`datafusion_otel._capture.queue`).
 
 ``optimized_plan`` is not in it: it re-runs the optimizer (about 1-2 ms per TPC-H query). The
 sanitizing still needs the optimized plan's folded constants (``upper('x')`` -> ``'X'``) to
@@ -121,7 +121,7 @@ class DataFusionCompileOptions:
         capture_min_duration_ms: Capture only executions that took at least this long
             (known once the execution ended; None, the default, captures every one). For
             services running many tiny queries; executions left out are counted
-            (``datafusion_otel._capture_queue.below_threshold_count()``).
+            (``datafusion_otel._capture.queue.below_threshold_count()``).
     """
 
     run_id: str | None = None

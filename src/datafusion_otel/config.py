@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._delivery import dispatcher
+from datafusion_otel._processing.delivery import dispatcher
 from datafusion_otel.diagnostics import DiagnosticsSink
 from datafusion_otel.export import (
     BatchOptions,
@@ -376,8 +376,8 @@ def force_flush(timeout: float = 30.0) -> bool:
         included), or if a
         sink's ``force_flush`` returned False.
     """
-    from datafusion_otel import _capture_queue
-    from datafusion_otel._stream_latch import run_pending
+    from datafusion_otel._capture import queue as _capture_queue
+    from datafusion_otel._capture.stream_latch import run_pending
 
     deadline = time.monotonic() + max(timeout, 0.0)
     run_pending()  # spans of garbage-collected streams, ended off the collector

@@ -26,9 +26,9 @@ record, or a column missing from an older store, never produces a finding.
 
 ``plan_changed_and_slower`` needs history: among the store's executions of the same query
 (``plan_hash``) the plan shape (``plan_shape_hash``) changed and the new shape's median time is
->= 1.2 x the previous shape's, each shape with >= 3 executions (`datafusion_otel._plan_change`).
-Only `run_findings` (a store) computes it; `find` (one run's rows) and the findings recorded
-when a run ends do not.
+>= 1.2 x the previous shape's, each shape with >= 3 executions
+(`datafusion_otel._processing.plan_change`). Only `run_findings` (a store) computes it; `find`
+(one run's rows) and the findings recorded when a run ends do not.
 """
 
 from __future__ import annotations
@@ -480,7 +480,7 @@ def plan_change_findings(
     Raises:
         StoreError: If the run is not in the store.
     """
-    from datafusion_otel._plan_change import plan_change_findings as compute
+    from datafusion_otel._processing.plan_change import plan_change_findings as compute
 
     return compute(store, store.resolve_run_id(run_id), thresholds or Thresholds())
 

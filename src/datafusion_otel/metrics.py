@@ -35,9 +35,9 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._delivery import describe_exception
-from datafusion_otel._payloads import PayloadEvent
-from datafusion_otel._span_rows import is_run_root, run_row
+from datafusion_otel._processing.delivery import describe_exception
+from datafusion_otel._processing.span_rows import is_run_root, run_row
+from datafusion_otel._spans.payloads import PayloadEvent
 from datafusion_otel.config import resolve_provider
 
 __all__ = ["RunMetricsSpanProcessor", "RunTotals", "enable_run_metrics", "operator_totals"]

@@ -8,10 +8,10 @@ thread; delivery goes through the package's dispatcher, which calls slow sinks o
 With ``findings=True`` (the default), the run's findings (`datafusion_otel.findings`) are
 computed from its own operator-metrics and plan-artifacts rows when its root span ends and
 delivered as DATAFUSION_FINDINGS_V1 rows, before the run's row (see
-`datafusion_otel._run_findings` for the memory bound). When captures of the run are still on
-the capture worker at that moment (an auto run: its root is the execution span, which ends
-before its capture), the findings are computed and delivered once they have landed, after the
-run's row.
+`datafusion_otel._processing.run_findings` for the memory bound). When captures of the run are
+still on the capture worker at that moment (an auto run: its root is the execution span, which
+ends before its capture), the findings are computed and delivered once they have landed, after
+the run's row.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import format_trace_id
 
-from datafusion_otel import _capture_queue, _routing
 from datafusion_otel import attributes as attr
-from datafusion_otel._delivery import DeliveryStats, describe_exception, dispatcher
+from datafusion_otel._capture import queue as _capture_queue
 from datafusion_otel._exit import bounded_at_exit
-from datafusion_otel._payloads import PayloadEvent
-from datafusion_otel._run_findings import FindingsRecorder
-from datafusion_otel._span_rows import event_rows, root_run_id, run_row
+from datafusion_otel._processing.delivery import DeliveryStats, describe_exception, dispatcher
+from datafusion_otel._processing.run_findings import FindingsRecorder
+from datafusion_otel._processing.span_rows import event_rows, root_run_id, run_row
+from datafusion_otel._spans import routing as _routing
+from datafusion_otel._spans.payloads import PayloadEvent
 from datafusion_otel.diagnostics import DiagnosticsSink
 
 __all__ = ["DiagnosticsSpanProcessor"]

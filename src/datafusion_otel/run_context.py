@@ -27,7 +27,7 @@ a trace root, so no worker span is ever taken for a run (no auto run starts insi
 `attached_run`).
 
 Forked workers: a forked child owns none of its parent's runs (their routes are forgotten in
-the child, see `datafusion_otel._routing`), and DataFusion's async runtime does not survive a
+the child, see `datafusion_otel._spans.routing`), and DataFusion's async runtime does not survive a
 fork once the parent has used it; fork workers before the parent runs a query or registers a
 file, or use the ``spawn`` / ``forkserver`` start methods.
 
@@ -55,9 +55,11 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from datafusion_otel import _capture_queue, _routing, config
 from datafusion_otel import attributes as attr
-from datafusion_otel._errors import record_exception, run_policy
+from datafusion_otel import config
+from datafusion_otel._capture import queue as _capture_queue
+from datafusion_otel._sanitize.errors import record_exception, run_policy
+from datafusion_otel._spans import routing as _routing
 from datafusion_otel.runs import DataFusionRun, DataFusionRunWarning, current_run
 
 __all__ = [

@@ -20,14 +20,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode, format_trace_id
 
-from datafusion_otel import _capture_queue, _routing
-from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
+from datafusion_otel._capture import queue as _capture_queue
+from datafusion_otel._capture.stream_latch import run_pending
 from datafusion_otel._coerce import json_dumps
-from datafusion_otel._delivery import describe_exception, dispatcher
-from datafusion_otel._errors import exception_text, record_exception, run_policy
-from datafusion_otel._span_rows import RunRecord, forget_run, register_run
-from datafusion_otel._stream_latch import run_pending
+from datafusion_otel._processing import run_metadata as meta
+from datafusion_otel._processing.delivery import describe_exception, dispatcher
+from datafusion_otel._processing.span_rows import RunRecord, forget_run, register_run
+from datafusion_otel._sanitize.errors import exception_text, record_exception, run_policy
+from datafusion_otel._spans import routing as _routing
 from datafusion_otel.config import exports_from, processor_for, resolve_provider, tracer_for
 from datafusion_otel.diagnostics import DiagnosticsSink
 
@@ -72,7 +73,7 @@ class DataFusionRun:
         metadata: Free-form metadata, the user's. Keys starting with ``datafusion_otel.`` are
             reserved for the package. When the run ends, a JSON snapshot is taken: later
             changes do not reach the row, and values that cannot be kept become notes (see
-            `datafusion_otel._run_metadata`).
+            `datafusion_otel._processing.run_metadata`).
     """
 
     run_id: str

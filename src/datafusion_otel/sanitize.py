@@ -4,7 +4,7 @@ Query literals are sensitive (emails, ids, secrets). `sanitize_sql` reads the te
 sqlglot's postgres tokenizer (strings also as ``E'...'``, ``$$...$$``, ``N'...'``; numbers;
 hex and bit strings), so every literal token becomes ``?`` and comments are removed; table and
 column names stay. A text the tokenizer cannot read is sanitized by a conservative fallback.
-Plan texts, error texts and files are treated by `datafusion_otel._redact` (see README
+Plan texts, error texts and files are treated by `datafusion_otel._sanitize.redact` (see README
 "Sanitizing").
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from datafusion_otel._dialect import text_dialect, tokenizer_dialect
-from datafusion_otel._literals import sql_literals, tokenize
+from datafusion_otel._sanitize.dialect import text_dialect, tokenizer_dialect
+from datafusion_otel._sanitize.literals import sql_literals, tokenize
 
 __all__ = [
     "QuerySummary",

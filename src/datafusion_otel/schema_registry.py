@@ -21,11 +21,11 @@ Tables (each schema carries its table name under the ``table_name`` metadata key
     could not be captured.
   - ``capture_duration_ms``: time spent capturing artifacts.
   - ``plan_shape_hash``: sha256 of the physical plan's operator tree (definition v1,
-    `datafusion_otel._plan_shape`): per operator in pre-order its depth, name and the strategy
-    details that do not depend on the data (join mode and type, aggregate mode, repartitioning
-    kind, sort TopK / preserve_partitioning, scan file type), with no expression, literal,
-    file path or partition count; round-robin repartitions are left out. It changes when
-    DataFusion picks another join, order or strategy, not when the data or
+    `datafusion_otel._capture.plan_shape`): per operator in pre-order its depth, name and the
+    strategy details that do not depend on the data (join mode and type, aggregate mode,
+    repartitioning kind, sort TopK / preserve_partitioning, scan file type), with no expression,
+    literal, file path or partition count; round-robin repartitions are left out. It changes
+    when DataFusion picks another join, order or strategy, not when the data or
     ``target_partitions`` change (at least 2: with 1 DataFusion drops the repartitions).
     Null when no physical plan was captured, and in older stores.
 * ``DATAFUSION_OPERATOR_METRICS_V1`` (``datafusion_operator_metrics_v1``): one row per

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from datafusion_otel._delivery import DeliveryStats, FlushMark, dispatcher
 from datafusion_otel._exit import exit_remaining
+from datafusion_otel._processing.delivery import DeliveryStats, FlushMark, dispatcher
 from datafusion_otel.export_processor import ExporterStats, ExportSpanProcessor
 from datafusion_otel.processor import DiagnosticsSpanProcessor
 

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 
 from datafusion_otel import config
-from datafusion_otel._stream_latch import run_pending
+from datafusion_otel._capture.stream_latch import run_pending
 from datafusion_otel.instrumentation._execution import Tracing
 from datafusion_otel.instrumentation._options import InstrumentationOptions, resolve_options
 from datafusion_otel.instrumentation._query import clear_query_caches

@@ -7,7 +7,7 @@ current on that thread while DataFusion runs (`Execution.context`: a Python UDF 
 calls on that thread, and a log record made there, nest under it), and it ends on the thread
 where the work ends (the call returns or raises; a stream is exhausted, fails or is closed).
 A ``SimpleSpanProcessor`` sees it the moment it ends. Only a stream dropped without that ends
-its span from another thread (see `datafusion_otel._stream_latch.run_later`).
+its span from another thread (see `datafusion_otel._capture.stream_latch.run_later`).
 
 Span placement:
 
@@ -25,7 +25,7 @@ Span placement:
   (`start_attributes`) and shared by its executions.
 
 With artifact capture on, the thread where the work ended only hands the DataFrame and its
-executed plan to the capture worker (`datafusion_otel._schedule`) and the span ends at once;
+executed plan to the capture worker (`datafusion_otel._capture.schedule`) and the span ends at once;
 the artifacts arrive shortly after on a ``datafusion.capture`` child span of the execution
 span (`datafusion_otel.force_flush` waits for them; a run's end waits for its own).
 
@@ -52,8 +52,8 @@ from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
-from datafusion_otel._errors import exception_text, record_exception, remember_frame
-from datafusion_otel._span_rows import register_auto_run
+from datafusion_otel._processing.span_rows import register_auto_run
+from datafusion_otel._sanitize.errors import exception_text, record_exception, remember_frame
 from datafusion_otel.bridge import is_self_capturing, schedule_execution_artifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import exports_from, processor_for, resolve_provider

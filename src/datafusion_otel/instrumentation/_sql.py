@@ -33,8 +33,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._dialect import note_sql
-from datafusion_otel._errors import exception_text, record_exception, remember_params
+from datafusion_otel._sanitize.dialect import note_sql
+from datafusion_otel._sanitize.errors import exception_text, record_exception, remember_params
 from datafusion_otel.instrumentation._execution import INSIDE, Tracing, call_in, internal_error
 from datafusion_otel.instrumentation._query import (
     INFO_ATTR,

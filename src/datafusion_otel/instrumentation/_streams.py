@@ -27,7 +27,7 @@ from datafusion.record_batch import RecordBatch, RecordBatchStream
 from opentelemetry import context as otel_context
 
 from datafusion_otel import attributes as attr
-from datafusion_otel._stream_latch import (
+from datafusion_otel._capture.stream_latch import (
     StreamLatch,
     ensure_worker,
     partition_batches,
@@ -181,7 +181,7 @@ def traced_batches(reader: Iterable[Any], group: StreamGroup) -> Iterator[Any]:
 
     Used for ``__arrow_c_stream__``: each batch is read with the execution span current;
     dropping the iterator (the consumer released the stream) ends the span too, from the
-    stream-ends thread (`datafusion_otel._stream_latch.run_later`), even when it was never
+    stream-ends thread (`datafusion_otel._capture.stream_latch.run_later`), even when it was never
     read (a generator that never started runs no ``except``: a finalizer covers that case).
     """
     end = _StreamEnd(group)

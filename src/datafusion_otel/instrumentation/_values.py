@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.context import Context
 
-from datafusion_otel._errors import remember_frame
+from datafusion_otel._sanitize.errors import remember_frame
 from datafusion_otel.instrumentation._execution import INSIDE, Tracing, internal_error
 from datafusion_otel.instrumentation._query import info_for, summary_for
 

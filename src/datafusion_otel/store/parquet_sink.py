@@ -55,9 +55,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datafusion_otel._delivery import FlushMark, describe_exception, dispatcher
 from datafusion_otel._exit import exit_remaining
-from datafusion_otel._run_metadata import snapshot_text
+from datafusion_otel._processing.delivery import FlushMark, describe_exception, dispatcher
+from datafusion_otel._processing.run_metadata import snapshot_text
 from datafusion_otel.attributes import RUN_STARTED_ARTIFACT, RUNS_TABLE
 from datafusion_otel.store._buffer import Chunk, Key, PendingRows, estimate_bytes
 from datafusion_otel.store._day_files import RunDays, rows_to_table, split_by_day

@@ -2,7 +2,7 @@
 
 The query's thread only hands over references (the DataFrame, its executed plan, the span it ran
 under) as a job; one daemon thread, ``datafusion-otel-capture``, turns each job into artifacts
-and attaches them (`datafusion_otel._emit`). The queue holds at most
+and attaches them (`datafusion_otel._spans.emit`). The queue holds at most
 ``DATAFUSION_OTEL_CAPTURE_QUEUE`` jobs (default 256): beyond it a capture is skipped and counted
 (`skipped_count`), the query never waits.
 

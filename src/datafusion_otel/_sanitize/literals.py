@@ -1,9 +1,9 @@
 r"""Collect the literal values of a query: from its SQL text and from its plans.
 
-* SQL text (`sql_literals`, in `_sql_literals`): sqlglot's postgres tokenizer reads strings
+* SQL text (`sql_literals`, in module `sql_literals`): sqlglot's postgres tokenizer reads strings
   (also ``E'...'``, ``$$...$$``, ``N'...'``), numbers, hex and bit strings; the result is
   cached per text. A text
-  planned under another ``datafusion.sql_parser.dialect`` (`_dialect`) is read by that
+  planned under another ``datafusion.sql_parser.dialect`` (`dialect`) is read by that
   dialect's sqlglot tokenizer (MySQL: ``"..."`` is a string, ``\'`` an escape).
 * Plans (`plan_literals`): each logical plan node (``to_variant()``) is asked for its
   expressions, and each expression is walked (``rex_call_operands()``, ``to_variant()``) down to
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from datafusion_otel._sql_literals import (
+from datafusion_otel._sanitize.sql_literals import (
     RECENT,
     SqlLiterals,
     recent_literals,

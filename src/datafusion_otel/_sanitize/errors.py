@@ -2,7 +2,7 @@
 
 Error messages quote what they failed on, and DataFusion's quote the query's literals
 (``Cannot cast string 'alice@example.com' to value of Int32 type``). Under the default policy
-their text goes through the same machinery as plan texts (`_redact`): when the SQL text of the
+their text goes through the same machinery as plan texts (`redact`): when the SQL text of the
 failing query is known (passed as ``sql``, or remembered on the exception with `remember_sql`)
 every rendering of its literals is redacted and names stay readable (``table 'orders' not
 found``) and every number of 3 characters or more becomes ``?`` (DataFusion also quotes
@@ -32,16 +32,16 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel._dialect import text_dialect
-from datafusion_otel._literals import recent_texts, sql_literals
-from datafusion_otel._redact import (
+from datafusion_otel._sanitize.dialect import text_dialect
+from datafusion_otel._sanitize.literals import recent_texts, sql_literals
+from datafusion_otel._sanitize.redact import (
     WITHHELD,
     Redactor,
     count_withheld,
     error_blocks,
     hide_numbers,
 )
-from datafusion_otel._remember import (
+from datafusion_otel._sanitize.remember import (
     NO_LITERALS,
     Literals,
     remember_frame,
@@ -140,7 +140,7 @@ def error_text(
         extra: Literals remembered on the exception (`remember_frame`, `remember_params`).
 
     Returns:
-        The sanitized message, or ``_redact.WITHHELD`` when it could not be sanitized.
+        The sanitized message, or ``redact.WITHHELD`` when it could not be sanitized.
     """
     if policy == "raw":
         return text

@@ -2,9 +2,9 @@
 
 One artifact failing fills its entry in ``artifact_errors`` and never fails the query or the
 other artifacts. Texts are treated under the options' ``sql_text`` policy: unless it is ``raw``
-every text goes through a `_redact.Redactor` built from the literals of the SQL text and of the
-plans (`_literals`); a text that cannot be sanitized is replaced by ``_redact.WITHHELD`` and
-named in ``artifact_errors``.
+every text goes through a `_sanitize.redact.Redactor` built from the literals of the SQL text
+and of the plans (`_sanitize.literals`); a text that cannot be sanitized is replaced by
+``_sanitize.redact.WITHHELD`` and named in ``artifact_errors``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from datafusion_otel import _plan_walk
-from datafusion_otel._artifact_files import write_explain_rows
-from datafusion_otel._dialect import note_sql
-from datafusion_otel._errors import protect_package_loggers, remember_frame, remember_sql
-from datafusion_otel._plan_shape import shape_hash
-from datafusion_otel._redact import WITHHELD, Redactor, hide_numbers, query_redactor
+from datafusion_otel._capture import plan_walk as _plan_walk
+from datafusion_otel._capture.artifact_files import write_explain_rows
+from datafusion_otel._capture.plan_shape import shape_hash
+from datafusion_otel._sanitize.dialect import note_sql
+from datafusion_otel._sanitize.errors import protect_package_loggers, remember_frame, remember_sql
+from datafusion_otel._sanitize.redact import WITHHELD, Redactor, hide_numbers, query_redactor
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.sanitize import normalize_sql, sanitize_sql
@@ -37,7 +37,7 @@ SQL_OFF_NOTE = "-- SQL text not captured (sql_text='off')"
 """``sql`` column value under the ``off`` policy."""
 _UNSUPPORTED_HINTS = ("not supported", "unsupported", "not implemented", "not yet implemented")
 WITHHELD_ERROR = "withheld: could not be sanitized"
-"""``artifact_errors`` entry of a text replaced by ``_redact.WITHHELD``."""
+"""``artifact_errors`` entry of a text replaced by ``_sanitize.redact.WITHHELD``."""
 NO_ARTIFACT_DIR = "no artifact_dir given: no file written (the plan texts are in this row)"
 """``artifact_errors`` entry of an EXPLAIN file not written: files need an explicit directory."""
 

@@ -2,12 +2,12 @@
 
 On the query's thread `schedule_capture` only decides whether to capture
 (``capture_min_duration_ms``), takes references (the DataFrame, its executed plan, the span
-the query ran under, the run it belongs to) and queues a job (`datafusion_otel._capture_queue`;
+the query ran under, the run it belongs to) and queues a job (`datafusion_otel._capture.queue`;
 a full queue skips the capture, counted, and marks the span ``datafusion.capture.skipped``).
-On the worker the job captures the artifacts (`datafusion_otel._capture`) and attaches them
-(`datafusion_otel._emit`): a ``datafusion.capture`` child span of the span the query ran under
-carries the ``datafusion.plan_artifacts`` / ``datafusion.operator_metrics`` events, and the
-operator spans nest under that span as before.
+On the worker the job captures the artifacts (`datafusion_otel._capture.artifacts`) and
+attaches them (`datafusion_otel._spans.emit`): a ``datafusion.capture`` child span of the span
+the query ran under carries the ``datafusion.plan_artifacts`` / ``datafusion.operator_metrics``
+events, and the operator spans nest under that span as before.
 
 A failed execution's exception is given its SQL text and its plan's literals (`remember_sql`,
 `remember_frame`) on the query's thread, before it propagates: the caller records it at once
@@ -24,11 +24,12 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
-from datafusion_otel import _capture_queue, config
 from datafusion_otel import attributes as attr
-from datafusion_otel._capture import capture_artifacts
-from datafusion_otel._emit import emit_artifacts, note_nowhere, resolve_target
-from datafusion_otel._errors import remember_frame, remember_sql
+from datafusion_otel import config
+from datafusion_otel._capture import queue as _capture_queue
+from datafusion_otel._capture.artifacts import capture_artifacts
+from datafusion_otel._sanitize.errors import remember_frame, remember_sql
+from datafusion_otel._spans.emit import emit_artifacts, note_nowhere, resolve_target
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import resolve_provider, tracer_for
 

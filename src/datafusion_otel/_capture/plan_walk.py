@@ -227,7 +227,7 @@ def _iter_rows(
     nodes: list[OperatorNode],
 ) -> Iterator[tuple[OperatorNode, int | None, dict[str, int | None]]]:
     for node in nodes:
-        time.sleep(0)  # let a query thread waiting for the GIL run (see _capture_queue)
+        time.sleep(0)  # let a query thread waiting for the GIL run (see _capture.queue)
         grouped = _per_partition(node) or {None: {}}  # an operator without metrics keeps a row
         for partition, values in sorted(
             grouped.items(), key=lambda kv: -1 if kv[0] is None else kv[0]

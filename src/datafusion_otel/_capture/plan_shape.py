@@ -13,7 +13,7 @@ import re
 import threading
 from collections import OrderedDict
 
-from datafusion_otel._plan_walk import OperatorNode
+from datafusion_otel._capture.plan_walk import OperatorNode
 
 __all__ = ["SHAPE_HASH_VERSION", "shape_hash", "shape_text"]
 
@@ -91,7 +91,7 @@ def shape_hash(nodes: list[OperatorNode], text: str | None = None) -> str | None
     """``plan_shape_hash`` (definition v1): sha256 hex of `shape_text`; None without nodes.
 
     Args:
-        nodes: The plan's operators (`datafusion_otel._plan_walk.walk`).
+        nodes: The plan's operators (`datafusion_otel._capture.plan_walk.walk`).
         text: The plan's ``display_indent()``, when known: the hash is cached per plan text
             (a repeated query costs a lookup).
     """

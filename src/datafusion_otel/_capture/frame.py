@@ -4,11 +4,11 @@ Capturing after execution is what lets the physical plan be the executed one and
 metrics come for free (no second run). The artifacts are captured once, at the first
 execution, under the span current when that execution started (the run, or an execution
 span): the execution hands its references to the capture worker
-(`datafusion_otel._schedule`), which does the work off the query's thread. Every executing
+(`datafusion_otel._capture.schedule`), which does the work off the query's thread. Every executing
 method captures: the ones that keep the executed plan with
 runtime metrics, the others (``count``, ``show``, ``write_*``...) with the plan only and a note
 saying why; streams capture when exhausted, failed, closed or garbage-collected (then on the
-stream-ends thread, `datafusion_otel._stream_latch.run_later`, never inside the collector).
+stream-ends thread, `datafusion_otel._capture.stream_latch.run_later`, never inside the collector).
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from datafusion import DataFrame, RecordBatchStream
 from datafusion.record_batch import RecordBatch
 from opentelemetry import trace
 
-from datafusion_otel._stream_latch import StreamLatch, ensure_worker, partition_batches, run_later
+from datafusion_otel._capture.stream_latch import (
+    StreamLatch,
+    ensure_worker,
+    partition_batches,
+    run_later,
+)
 
 __all__ = ["CapturedDataFrame", "is_self_capturing"]
 

@@ -1,4 +1,4 @@
-"""Literal values remembered on an exception, for its error texts (`_errors`).
+"""Literal values remembered on an exception, for its error texts (`errors`).
 
 An error message may quote a literal that no SQL text holds: a DataFrame-API ``lit(...)``, a
 parameter bound by ``SessionContext.sql(..., param_values=...)``. On the error path (rare, so a
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from datafusion_otel._literals import plan_literals
+from datafusion_otel._sanitize.literals import plan_literals
 
 __all__ = [
     "NO_LITERALS",

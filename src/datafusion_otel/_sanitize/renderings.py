@@ -4,7 +4,7 @@ A value reaches a plan, an error or a file in many forms: quoted and bare, with 
 doubled, in graphviz with ``"`` turned into ``_``, a LIKE prefix with its last character
 incremented (Parquet pruning bounds), a timestamp as epoch seconds / ms / us / ns, a float in
 plain and scientific notation, binary as ``192,255,238`` or ``C0FFEE``. `renderings` returns
-them all for one value; `_redact` replaces them and checks that none is left.
+them all for one value; `redact` replaces them and checks that none is left.
 """
 
 from __future__ import annotations

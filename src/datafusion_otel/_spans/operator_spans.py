@@ -119,7 +119,7 @@ def emit_operator_spans(
     Args:
         parent: The span the query ran under (its execution span, or the run's root span
             when there is none); it may have ended.
-        nodes: The executed plan's operators in pre-order (``_plan_walk.OperatorNode``).
+        nodes: The executed plan's operators in pre-order (``_capture.plan_walk.OperatorNode``).
         rows: Its operator-metrics rows (one per operator and partition).
         tracer: Tracer of the run's provider.
         limit: At most this many spans are made.
@@ -142,7 +142,7 @@ def emit_operator_spans(
             untimed += 1
             anchors[path] = anchor
             continue
-        time.sleep(0)  # let a query thread waiting for the GIL run (see _capture_queue)
+        time.sleep(0)  # let a query thread waiting for the GIL run (see _capture.queue)
         if len(made) >= limit:
             dropped += 1
             anchors[path] = anchor

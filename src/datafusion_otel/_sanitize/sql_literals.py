@@ -2,9 +2,9 @@ r"""Literals of SQL texts, read with sqlglot's tokenizer (cached per text and di
 
 sqlglot's postgres tokenizer reads strings (also ``E'...'``, ``$$...$$``, ``N'...'``),
 numbers, hex and bit strings. A text planned under another ``datafusion.sql_parser.dialect``
-(`_dialect`) is read by that dialect's sqlglot tokenizer (MySQL: ``"..."`` is a string,
+(`dialect`) is read by that dialect's sqlglot tokenizer (MySQL: ``"..."`` is a string,
 ``\'`` an escape). A number written with a leading dot (``.5e3``) is one literal, though
-sqlglot reads ``.`` and ``5e3``. Re-exported by `_literals`.
+sqlglot reads ``.`` and ``5e3``. Re-exported by `literals`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from datafusion_otel._dialect import text_dialect, tokenizer_dialect
+from datafusion_otel._sanitize.dialect import text_dialect, tokenizer_dialect
 
 __all__ = ["RECENT", "SqlLiterals", "recent_literals", "recent_texts", "sql_literals", "tokenize"]
 
@@ -65,7 +65,7 @@ def _tokenizer_types(dialect: str | None) -> tuple[Any, frozenset[Any], frozense
 def tokenize(sql: str, dialect: str | None = None) -> list[Any]:
     """Return sqlglot's tokens of ``sql`` under DataFusion dialect ``dialect``.
 
-    The dialect defaults to the one noted for the text (`_dialect.text_dialect`).
+    The dialect defaults to the one noted for the text (`dialect.text_dialect`).
 
     Raises:
         Exception: sqlglot's error for a text it cannot read.
@@ -99,7 +99,7 @@ def sql_literals(sql: str, dialect: str | None = None) -> SqlLiterals:
     Args:
         sql: SQL text.
         dialect: DataFusion's ``sql_parser.dialect`` for the text (default: the one noted for
-            it by `_dialect.note_sql`, else ``generic``); its sqlglot tokenizer reads the text.
+            it by `dialect.note_sql`, else ``generic``); its sqlglot tokenizer reads the text.
 
     Returns:
         What the tokenizer found; ``ok`` is False when it failed.

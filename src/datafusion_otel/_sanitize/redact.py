@@ -1,7 +1,7 @@
 """Redact a query's literals from any text, and withhold a text that still holds one.
 
-A `Redactor` knows the literal values of one query (`_literals`) and every rendering of them
-(`_renderings`). `Redactor.clean` treats one text in three steps:
+A `Redactor` knows the literal values of one query (`literals`) and every rendering of them
+(`renderings`). `Redactor.clean` treats one text in three steps:
 
 1. every known rendering (3 characters or more) standing on token boundaries becomes ``?``,
    unless the matched text is one of the schema's identifiers (a table or column name);
@@ -27,9 +27,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from datafusion_otel._literals import plan_literals, sql_literals
-from datafusion_otel._matcher import RENDERING, WORD, Matcher
-from datafusion_otel._renderings import renderings
+from datafusion_otel._sanitize.literals import plan_literals, sql_literals
+from datafusion_otel._sanitize.matcher import RENDERING, WORD, Matcher
+from datafusion_otel._sanitize.renderings import renderings
 
 __all__ = [
     "MIN_RENDERING",
@@ -151,7 +151,7 @@ class Redactor:
     """The literals of one query and how to remove them from any text.
 
     Args:
-        values: Literal values (`_literals.sql_literals` / `_literals.plan_literals`).
+        values: Literal values (`literals.sql_literals` / `literals.plan_literals`).
         identifiers: Table and column names that stay readable even when a literal equals one.
         complete: False when the plans could not be read completely; plan texts are then
             withheld (`clean` with ``plan=True``).
@@ -204,7 +204,7 @@ class Redactor:
     def leaks(self, text: str, *, plan: bool = True) -> bool:
         """Whether ``text`` holds a rendering of a literal on token boundaries.
 
-        One pass over the text (`_matcher`), whatever the number of renderings.
+        One pass over the text (`matcher`), whatever the number of renderings.
 
         Args:
             text: Any text.

@@ -16,11 +16,11 @@ from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
-from datafusion_otel import _routing
 from datafusion_otel import attributes as attr
 from datafusion_otel._coerce import json_dumps
-from datafusion_otel._operator_spans import emit_operator_spans
-from datafusion_otel._payloads import add_payload_event
+from datafusion_otel._spans import routing as _routing
+from datafusion_otel._spans.operator_spans import emit_operator_spans
+from datafusion_otel._spans.payloads import add_payload_event
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
-from datafusion_otel import _run_metadata as meta
 from datafusion_otel import attributes as attr
-from datafusion_otel._payloads import PayloadEvent
+from datafusion_otel._processing import run_metadata as meta
+from datafusion_otel._spans.payloads import PayloadEvent
 
 __all__ = [
     "RunRecord",
