@@ -6,7 +6,7 @@ The run row carries its start; the other rows of a run find it in `RunDays`, whi
 fills from run rows and ``datafusion_run_started_v1`` artifacts as they are recorded (that
 artifact comes first, but only to a sink passed to ``tracked_run(sink=...)``). A row of a run
 the sink has not seen start is looked up among the runs live in this process
-(`datafusion_otel._routing.live_root`: a sink configured with ``configure(sink=...)`` gets
+(`datafusion_otel._spans.routing.live_root`: a sink configured with ``configure(sink=...)`` gets
 the run row only when the run ends). A row whose run started in another process (work
 attached with ``attached_run``) goes to the day it is written.
 """
@@ -19,8 +19,8 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-from datafusion_otel import _routing
 from datafusion_otel._coerce import coerce_rows
+from datafusion_otel._spans import routing as _routing
 from datafusion_otel.attributes import RUNS_TABLE
 from datafusion_otel.schema_registry import SCHEMAS
 from datafusion_otel.store._buffer import Key

@@ -205,7 +205,8 @@ class ParquetSink:
         """Buffer one artifact; it is stored as JSON under ``artifacts/artifact=<name>/``.
 
         The payload is serialized at once, so later changes to it are not stored; a value JSON
-        cannot hold becomes null with a note (`datafusion_otel._run_metadata.snapshot_text`).
+        cannot hold becomes null with a note
+        (`datafusion_otel._processing.run_metadata.snapshot_text`).
 
         Args:
             name: Artifact name, for example ``datafusion_run_started_v1``.
