@@ -106,14 +106,25 @@ class TestCompaction:
         seen: list[tuple[int, int]] = []
         stop = threading.Event()
 
-        def read() -> None:  # a reader all along: never a row twice
+        gave_up: list[StoreError] = []  # "kept changing": a clear error, never a short answer
+        failures: list[BaseException] = []
+
+        def read() -> None:  # a reader all along: never a row twice, never a row missed
             store = RunStore(store_uri)
-            while not stop.is_set():
-                seen.append(
-                    tuple(store.sql(
-                        "SELECT count(*), count(DISTINCT run_id) FROM runs"
-                    ).to_pylist()[0].values())  # type: ignore[arg-type]
-                )  # fmt: skip
+            try:
+                while not stop.is_set():
+                    try:
+                        row = store.sql(
+                            "SELECT count(*), count(DISTINCT run_id) FROM runs"
+                        ).to_pylist()[0]
+                    except StoreError as exc:
+                        if "kept changing" not in str(exc):
+                            raise
+                        gave_up.append(exc)
+                        continue
+                    seen.append(tuple(row.values()))  # type: ignore[arg-type]
+            except BaseException as exc:  # the test sees it, not pytest's thread hook
+                failures.append(exc)
 
         reader = threading.Thread(target=read)
         reader.start()
@@ -130,7 +141,8 @@ class TestCompaction:
             out = proc.stdout.read()  # communicate() after poll() would return nothing
             proc.stdout.close()
             assert proc.wait(120) == 0 and "dropped=0" in out, out
-        assert compactions >= 1 and seen
+        assert not failures, failures
+        assert compactions >= 1 and seen  # answers came (a few reads may have given up)
         assert all(total == distinct for total, distinct in seen), seen
         totals = [total for total, _ in seen]  # writers only add runs: a dip is a missed file
         assert totals == sorted(totals), totals
