@@ -436,3 +436,32 @@ def test_capture_stats_gathers_the_counters(blocked_worker: threading.Event) -> 
     after = datafusion_otel.capture_stats()
     assert after.captured >= before.captured + 2  # the stuck job and the queued capture
     assert after.pending == 0
+
+
+class TestInstrumentorArtifacts:
+    def test_all_artifacts_through_the_instrumentor(self) -> None:
+        from datafusion_otel.compile_options import ALL_ARTIFACTS
+
+        sink = DiagnosticsCollector()
+        with instrumented(capture_plan_artifacts=True, artifacts=ALL_ARTIFACTS) as t:
+            datafusion_otel.configure(tracer_provider=t.provider, sink=sink)
+            with tracked_run(label="all"):
+                _ctx().sql(SQL).collect()
+            datafusion_otel.force_flush()
+        (row,) = sink.events_snapshot()[attr.PLAN_ARTIFACTS_TABLE]
+        assert row["optimized_plan"] and row["unparsed_sql"] and row["graphviz"]
+        assert row["substrait_validation_status"]
+
+    def test_a_subset_and_bad_names(self) -> None:
+        sink = DiagnosticsCollector()
+        with instrumented(capture_plan_artifacts=True, artifacts={"physical_plan"}) as t:
+            datafusion_otel.configure(tracer_provider=t.provider, sink=sink)
+            with tracked_run(label="subset"):
+                _ctx().sql(SQL).collect()
+            datafusion_otel.force_flush()
+        (row,) = sink.events_snapshot()[attr.PLAN_ARTIFACTS_TABLE]
+        assert row["physical_plan"] and row["logical_plan"] is None
+        for bad in ({"physical_plan", "nope"}, "physical_plan"):
+            with pytest.raises(ValueError, match="artifact"):
+                DataFusionInstrumentor().instrument(artifacts=bad)  # type: ignore[arg-type]
+            assert not DataFusionInstrumentor().is_instrumented_by_opentelemetry

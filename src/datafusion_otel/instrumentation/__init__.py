@@ -149,6 +149,7 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         sql_text: SqlTextPolicy | None = None,
         auto_run: bool | None = None,
         capture_min_duration_ms: float | None = None,
+        artifacts: Collection[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """Patch DataFusion so that every execution is traced.
@@ -168,6 +169,8 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             auto_run: An execution outside any run or span becomes its own run (default True).
             capture_min_duration_ms: With capture on, capture only executions that took at
                 least this long (default: every execution); the others are counted.
+            artifacts: With capture on, the artifacts to capture (default
+                `DEFAULT_ARTIFACTS`; `ALL_ARTIFACTS` or any subset of it).
             **kwargs: Passed to ``BaseInstrumentor.instrument`` (``skip_dep_check``...).
 
         Raises:
@@ -188,6 +191,7 @@ class DataFusionInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             sql_text=sql_text,
             auto_run=auto_run,
             capture_min_duration_ms=capture_min_duration_ms,
+            artifacts=artifacts,
         )
         super().instrument(options=options, **kwargs)
         if self.is_instrumented_by_opentelemetry:

@@ -55,7 +55,7 @@ from datafusion_otel._coerce import json_dumps
 from datafusion_otel._processing.span_rows import register_auto_run
 from datafusion_otel._sanitize.errors import exception_text, record_exception, remember_frame
 from datafusion_otel.bridge import is_self_capturing, schedule_execution_artifacts
-from datafusion_otel.compile_options import DataFusionCompileOptions
+from datafusion_otel.compile_options import DEFAULT_ARTIFACTS, DataFusionCompileOptions
 from datafusion_otel.config import exports_from, processor_for, resolve_provider
 from datafusion_otel.instrumentation._options import InstrumentationOptions
 from datafusion_otel.instrumentation._query import QueryInfo, cacheable, query_text, span_name
@@ -381,9 +381,13 @@ def _capture(
     """
     try:
         options = (
-            _bridge_options(tracing.options.sql_text, tracing.options.capture_min_duration_ms)
+            _bridge_options(
+                tracing.options.sql_text,
+                tracing.options.capture_min_duration_ms,
+                tracing.options.artifacts,
+            )
             if tracing is not None
-            else _bridge_options("sanitized", None)
+            else _bridge_options("sanitized", None, DEFAULT_ARTIFACTS)
         )
         start = getattr(span, "start_time", None)
         duration_ms = (time.time_ns() - start) / 1e6 if isinstance(start, int) else None
@@ -402,9 +406,12 @@ def _capture(
 
 @functools.lru_cache(maxsize=8)
 def _bridge_options(
-    sql_text: SqlTextPolicy, min_duration_ms: float | None
+    sql_text: SqlTextPolicy, min_duration_ms: float | None, artifacts: frozenset[str]
 ) -> DataFusionCompileOptions:
-    """Return the compile options for the instrumentation's ``sql_text`` policy."""
+    """Return the compile options for the instrumentation's options."""
     return DataFusionCompileOptions(
-        capture_plan_artifacts=True, sql_text=sql_text, capture_min_duration_ms=min_duration_ms
+        capture_plan_artifacts=True,
+        sql_text=sql_text,
+        capture_min_duration_ms=min_duration_ms,
+        artifacts=artifacts,
     )

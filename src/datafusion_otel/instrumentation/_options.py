@@ -16,13 +16,14 @@ variable                                    values                              
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import cast
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from datafusion_otel.compile_options import ALL_ARTIFACTS, DEFAULT_ARTIFACTS
 from datafusion_otel.sanitize import SqlTextPolicy
 
 __all__ = [
@@ -64,6 +65,9 @@ class InstrumentationOptions:
             execution span is then the run's root span (run id = trace id).
         capture_min_duration_ms: With capture on, capture only executions that took at
             least this long (None: every execution).
+        artifacts: With capture on, the artifacts to capture (`DEFAULT_ARTIFACTS`, or
+            `ALL_ARTIFACTS` or any subset of it; ``"explain"`` writes no file: the
+            instrumentor takes no ``artifact_dir``).
     """
 
     tracer_provider: TracerProvider | None = None
@@ -72,13 +76,15 @@ class InstrumentationOptions:
     sql_text: SqlTextPolicy = "sanitized"
     auto_run: bool = True
     capture_min_duration_ms: float | None = None
+    artifacts: frozenset[str] = DEFAULT_ARTIFACTS
 
     def __post_init__(self) -> None:
         """Validate eagerly.
 
         Raises:
-            ValueError: If ``sql_text`` is not one of the policies, or
-                ``capture_min_duration_ms`` is not a finite number >= 0.
+            ValueError: If ``sql_text`` is not one of the policies,
+                ``capture_min_duration_ms`` is not a finite number >= 0, or an artifact name
+                is unknown.
             TypeError: If a flag is not a bool.
         """
         threshold = self.capture_min_duration_ms
@@ -89,6 +95,14 @@ class InstrumentationOptions:
         ):
             raise ValueError(
                 f"capture_min_duration_ms must be a finite number >= 0, got {threshold!r}"
+            )
+        if isinstance(self.artifacts, str):
+            raise ValueError(f"artifacts must be a set of artifact names, got {self.artifacts!r}")
+        object.__setattr__(self, "artifacts", frozenset(self.artifacts))
+        unknown = sorted(self.artifacts - ALL_ARTIFACTS)
+        if unknown:
+            raise ValueError(
+                f"unknown artifacts {unknown}; known: {', '.join(sorted(ALL_ARTIFACTS))}"
             )
         if self.sql_text not in _SQL_TEXT_POLICIES:
             raise ValueError(f"sql_text must be one of {_SQL_TEXT_POLICIES}, got {self.sql_text!r}")
@@ -117,6 +131,7 @@ def resolve_options(
     sql_text: SqlTextPolicy | None = None,
     auto_run: bool | None = None,
     capture_min_duration_ms: float | None = None,
+    artifacts: Collection[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> InstrumentationOptions:
     """Resolve every option: the argument if given, else its env var, else the default.
@@ -128,6 +143,7 @@ def resolve_options(
         sql_text: See `InstrumentationOptions`.
         auto_run: See `InstrumentationOptions`.
         capture_min_duration_ms: See `InstrumentationOptions`.
+        artifacts: See `InstrumentationOptions`.
         environ: Environment to read (default ``os.environ``).
 
     Returns:
@@ -157,6 +173,7 @@ def resolve_options(
             if capture_min_duration_ms is None
             else capture_min_duration_ms
         ),
+        artifacts=frozenset(artifacts) if artifacts is not None else DEFAULT_ARTIFACTS,
     )
 
 
