@@ -31,14 +31,13 @@ from opentelemetry.trace import format_trace_id
 from datafusion_otel._capture.artifacts import capture_artifacts
 from datafusion_otel._capture.frame import CapturedDataFrame, is_self_capturing
 from datafusion_otel._capture.schedule import (
+    capture_and_attach,
     foreign_provider_count,
-    operator_tracer,
     schedule_capture,
 )
 from datafusion_otel._sanitize.dialect import note_sql
 from datafusion_otel._sanitize.errors import remember_sql
 from datafusion_otel._spans import routing as _routing
-from datafusion_otel._spans.emit import emit_artifacts
 from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.runs import current_run
@@ -121,9 +120,10 @@ def record_execution_artifacts(
     execution_error: BaseException | None = None,
     note: str | None = None,
 ) -> DataFusionPlanArtifacts | None:
-    """Capture the artifacts of an executed ``df`` and attach them to ``span``; never raises.
+    """Capture the artifacts of an executed ``df`` now and attach them under ``span``.
 
-    Used by the auto-instrumentation after a DataFrame execution.
+    On the caller's thread (the auto-instrumentation queues the same work on the capture
+    worker: `schedule_execution_artifacts`); never raises.
 
     Returns:
         The artifacts, or None when capture is off.
@@ -131,19 +131,17 @@ def record_execution_artifacts(
     options = options or DataFusionCompileOptions()
     if not options.capture_plan_artifacts:
         return None
-    art = capture_artifacts(
+    return capture_and_attach(
         df,
         ctx=ctx,
         options=options,
-        sql=sql,
+        span=span,
         run_id=_run_id(options),
+        sql=sql,
         executed=executed,
-        execution_error=execution_error,
-        allow_real_explain_analyze=False,
-        plan_note=note,
+        error=execution_error,
+        note=note,
     )
-    emit_artifacts(art, options, span, operator_tracer(span))
-    return art
 
 
 def schedule_execution_artifacts(

@@ -30,10 +30,11 @@ from datafusion_otel._capture import queue as _capture_queue
 from datafusion_otel._capture.artifacts import capture_artifacts
 from datafusion_otel._sanitize.errors import remember_frame, remember_sql
 from datafusion_otel._spans.emit import emit_artifacts, note_nowhere, resolve_target
+from datafusion_otel.artifacts import DataFusionPlanArtifacts
 from datafusion_otel.compile_options import DataFusionCompileOptions
 from datafusion_otel.config import resolve_provider, tracer_for
 
-__all__ = ["foreign_provider_count", "operator_tracer", "schedule_capture"]
+__all__ = ["capture_and_attach", "foreign_provider_count", "operator_tracer", "schedule_capture"]
 
 _LOG = logging.getLogger("datafusion_otel.capture")
 _foreign = {"count": 0}
@@ -157,6 +158,46 @@ def schedule_capture(
         _LOG.exception("could not queue plan-artifact capture; the query is not affected")
 
 
+def capture_and_attach(
+    df: Any,
+    *,
+    ctx: Any,
+    options: DataFusionCompileOptions,
+    span: trace.Span | None,
+    run_id: str | None,
+    sql: str | None = None,
+    ibis_sql: str | None = None,
+    executed: bool = True,
+    error: BaseException | None = None,
+    note: str | None = None,
+    plan: Any = None,
+    queued_ns: int | None = None,
+    run_gone: bool | None = None,
+) -> DataFusionPlanArtifacts:
+    """Capture the artifacts of ``df`` and attach them under ``span`` (`emit_artifacts`).
+
+    The capture worker's job, and `datafusion_otel.bridge.record_execution_artifacts` on the
+    caller's thread. ``run_gone`` None resolves the routing of ``options.run_id`` here.
+    """
+    art = capture_artifacts(
+        df,
+        ctx=ctx,
+        options=options,
+        sql=sql,
+        ibis_sql=ibis_sql,
+        run_id=run_id,
+        executed=executed,
+        execution_error=error,
+        allow_real_explain_analyze=False,
+        plan_note=note,
+        plan=plan,
+    )
+    valid = span is not None and span.get_span_context().is_valid
+    tracer = operator_tracer(span) if valid else None  # nothing is attached to an invalid span
+    emit_artifacts(art, options, span, tracer, queued_ns=queued_ns, run_gone=run_gone)
+    return art
+
+
 def _capture_job(
     df: Any,
     ctx: Any,
@@ -172,27 +213,28 @@ def _capture_job(
     plan: Any,
     queued_ns: int,
 ) -> None:
-    """Capture and attach on the worker; DataFusion calls made here are never traced."""
+    """Capture and attach on the worker; DataFusion calls made here are never traced.
+
+    A failure propagates to the worker, which logs it and counts the capture as failed.
+    """
     from datafusion_otel.instrumentation._execution import INSIDE
 
     token = INSIDE.set(True)
     try:
-        art = capture_artifacts(
+        capture_and_attach(
             df,
             ctx=ctx,
             options=options,
+            span=target if target is not None else trace.INVALID_SPAN,  # run gone: hook only
+            run_id=run_id,
             sql=sql,
             ibis_sql=ibis_sql,
-            run_id=run_id,
             executed=executed,
-            execution_error=error,
-            allow_real_explain_analyze=False,
-            plan_note=note,
+            error=error,
+            note=note,
             plan=plan,
+            queued_ns=queued_ns,
+            run_gone=run_gone,
         )
-        tracer = operator_tracer(target) if target is not None else None
-        emit_artifacts(art, options, target, tracer, queued_ns=queued_ns, run_gone=run_gone)
-    except Exception:
-        _LOG.exception("plan-artifact capture failed; the query was not affected")
     finally:
         INSIDE.reset(token)
