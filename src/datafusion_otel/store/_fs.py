@@ -175,11 +175,7 @@ class LocalFS(StoreFS):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{final.name}{TMP_SUFFIX}"
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                if self._fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
+            self._write(tmp, data, "wb")
             os.replace(tmp, final)
         finally:
             if tmp.exists():
@@ -197,11 +193,7 @@ class LocalFS(StoreFS):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
         try:
-            with open(tmp, "xb") as handle:
-                handle.write(data)
-                if self._fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
+            self._write(tmp, data, "xb")
             try:
                 os.link(tmp, final)
             except FileExistsError:
@@ -213,6 +205,14 @@ class LocalFS(StoreFS):
             return True
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _write(self, path: Path, data: bytes, mode: str) -> None:
+        """Write ``data`` to the temporary file ``path`` (synced to disk when asked)."""
+        with open(path, mode) as handle:
+            handle.write(data)
+            if self._fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
 
     @staticmethod
     def _put_new_unlinked(final: Path, data: bytes) -> bool:
