@@ -12,6 +12,7 @@ from datafusion import SessionContext
 from opentelemetry.sdk.trace import ReadableSpan
 
 import datafusion_otel
+from capture_support import capture_span_of
 from datafusion_otel import DiagnosticsCollector, tpch, tracked_run
 from datafusion_otel import attributes as attr
 from datafusion_otel.bridge import sql_to_datafusion
@@ -87,19 +88,6 @@ def _operator_children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[
     return out
 
 
-def _capture_of(spans: list[ReadableSpan], parent: ReadableSpan) -> ReadableSpan:
-    """The ``datafusion.capture`` span under ``parent``: it carries the operator-span counts."""
-    found = [
-        s
-        for s in spans
-        if s.name == attr.CAPTURE_SPAN
-        and s.parent is not None
-        and s.parent.span_id == parent.context.span_id
-    ]
-    assert len(found) == 1, [s.name for s in spans]
-    return found[0]
-
-
 def _rows_of(sink: DiagnosticsCollector, span: ReadableSpan) -> list[dict[str, Any]]:
     datafusion_otel.force_flush()
     rows = sink.events_snapshot().get(attr.OPERATOR_METRICS_TABLE, [])
@@ -126,9 +114,9 @@ def _check_tree(
         assert span.start_time <= span.end_time
         assert span.attributes[attr.OPERATOR_DERIVED] is True
     untimed = len(_all_paths(plan)) - len(timed)
-    assert _capture_of(spans, execution).attributes[attr.OPERATOR_SPANS_COUNT] == len(ops)
-    assert _capture_of(spans, execution).attributes[attr.OPERATOR_SPANS_UNTIMED] == untimed
-    assert _capture_of(spans, execution).attributes[attr.OPERATOR_SPANS_DROPPED] == 0
+    assert capture_span_of(spans, execution).attributes[attr.OPERATOR_SPANS_COUNT] == len(ops)
+    assert capture_span_of(spans, execution).attributes[attr.OPERATOR_SPANS_UNTIMED] == untimed
+    assert capture_span_of(spans, execution).attributes[attr.OPERATOR_SPANS_DROPPED] == 0
     return len(ops), untimed
 
 
@@ -241,8 +229,8 @@ def test_operator_span_cap_counts_the_rest(tpch_dir: Path, sdk) -> None:
     assert len(ops) == 3
     # pre-order: the plan's root operator and its first descendants are kept
     assert {s.attributes[attr.OPERATOR_PATH] for s in ops} == set(sorted(timed)[:3])
-    assert _capture_of(spans, root).attributes[attr.OPERATOR_SPANS_COUNT] == 3
-    assert _capture_of(spans, root).attributes[attr.OPERATOR_SPANS_DROPPED] == len(timed) - 3
+    assert capture_span_of(spans, root).attributes[attr.OPERATOR_SPANS_COUNT] == 3
+    assert capture_span_of(spans, root).attributes[attr.OPERATOR_SPANS_DROPPED] == len(timed) - 3
 
 
 def test_max_operator_spans_validated() -> None:
@@ -272,5 +260,5 @@ def test_default_cap_is_200_operator_spans(tmp_path: Path, sdk) -> None:
     timed = _timed_operators(df.execution_plan(), _rows_of(sink, root))
     assert len(timed) > 200
     assert len(_operator_children(spans, root)) == 200
-    assert _capture_of(spans, root).attributes[attr.OPERATOR_SPANS_COUNT] == 200
-    assert _capture_of(spans, root).attributes[attr.OPERATOR_SPANS_DROPPED] == len(timed) - 200
+    assert capture_span_of(spans, root).attributes[attr.OPERATOR_SPANS_COUNT] == 200
+    assert capture_span_of(spans, root).attributes[attr.OPERATOR_SPANS_DROPPED] == len(timed) - 200

@@ -32,7 +32,7 @@ _PRUNING = (
     "pruning_pages_matched",
 )
 _NS_PER_SECOND = 1_000_000_000
-datetime_type = dt.datetime
+_DATETIME = dt.datetime
 # DataFusion 55 reports pruning counters as text with a null value: "10 total → 3 matched".
 _PRUNING_TEXT = re.compile(r"^\s*(\d+) total → (\d+) matched")
 _PRUNING_COLUMNS = {
@@ -192,7 +192,7 @@ def _per_partition(node: OperatorNode) -> dict[int | None, dict[str, int | None]
             value = None
             if name in pruning:
                 _add_pruning(values, pruning[name], metric)
-        elif kind is datetime_type:
+        elif kind is _DATETIME:
             value = unix_time(raw, _NS_PER_SECOND)
         else:
             value = _metric_value(name, raw)

@@ -48,7 +48,6 @@ __all__ = [
     "captured_count",
     "drain",
     "failed_count",
-    "is_worker",
     "note_below_threshold",
     "pending",
     "skipped_count",
@@ -146,11 +145,6 @@ def pending(trace_id: int | None = None) -> int:
         if trace_id is None:
             return len(state.queue) + state.busy
         return state.pending.get(trace_id, 0)
-
-
-def is_worker() -> bool:
-    """True on the capture worker's thread."""
-    return threading.current_thread() is _state.worker
 
 
 def submit(trace_id: int, job: Job) -> bool:
